@@ -1,0 +1,1 @@
+"""Dataset readers (numpy only): AVSBench-semantic and SynthAVS-OV, through one reader."""
