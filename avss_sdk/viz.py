@@ -1,0 +1,43 @@
+"""Overlays of label maps on frames, with colours that stay the same for a class."""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+
+
+def class_color(name: str) -> tuple[int, int, int]:
+    """A bright RGB colour derived from the class name, so it is stable across runs and vocabularies."""
+    hue = zlib.crc32(name.encode("utf-8")) % 180  # OpenCV hue range
+    hsv = np.array([[[hue, 200, 255]]], dtype=np.uint8)
+    r, g, b = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
+    return int(r), int(g), int(b)
+
+
+def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha: float = 0.55) -> np.ndarray:
+    """Blend each labelled pixel of ``frame`` (RGB) with its class colour; label 0 is background, left as is."""
+    if frame.shape[:2] != labels.shape:
+        raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
+    lut = np.zeros((256, 3), dtype=np.float32)
+    for index, name in enumerate(class_names[1:], start=1):
+        lut[index] = class_color(name)
+    painted = labels.astype(bool) & (labels < len(class_names))
+    out = frame.astype(np.float32)
+    out[painted] = (1 - alpha) * out[painted] + alpha * lut[labels[painted]]
+    return out.astype(np.uint8)
+
+
+def legend(image: np.ndarray, names: list[str]) -> np.ndarray:
+    """Draw a colour key for ``names`` in the top-left corner of an RGB image (in place) and return it."""
+    scale = max(image.shape[0], 160) / 480
+    line = int(22 * scale)
+    for row, name in enumerate(names):
+        y = 6 + row * line
+        cv2.rectangle(image, (6, y), (6 + line - 6, y + line - 6), class_color(name), thickness=-1)
+        origin = (10 + line, y + line - 8)
+        for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # dark outline keeps text readable
+            cv2.putText(image, name, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, color,
+                        max(width, int(width * scale)), cv2.LINE_AA)
+    return image
