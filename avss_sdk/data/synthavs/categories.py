@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# name -> (RGB, fundamental Hz). Saturated hues, far apart in CIELAB; fundamentals are
+# name -> (RGB, fundamental Hz). Saturated hues, > 40 apart in CIELAB; fundamentals are
 # log-spaced by 1.48 (whose powers 2.19, 3.24, 4.80 stay off integers, so no colour
 # sits exactly on a low harmonic of another), 180-2800 Hz, >= 2.5 mel bands apart in
 # the 64-band 125-7500 Hz log-mel used by the audio encoder.
@@ -20,9 +20,9 @@ COLOURS: dict[str, tuple[tuple[int, int, int], float]] = {
     "yellow": ((245, 225, 0), 394.0),
     "green": ((20, 170, 40), 584.0),
     "cyan": ((0, 210, 230), 864.0),
-    "blue": ((25, 50, 235), 1278.0),
-    "purple": ((130, 30, 190), 1892.0),
-    "pink": ((255, 90, 190), 2800.0),
+    "blue": ((20, 80, 255), 1278.0),
+    "purple": ((140, 20, 170), 1892.0),
+    "pink": ((255, 100, 200), 2800.0),
 }
 
 # name -> timbre (see sound.partials / sound.synthesize_audio for what each means).
