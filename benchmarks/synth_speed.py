@@ -1,0 +1,73 @@
+"""Time SynthAVS-OV generation (clips/s) with 1 and 2 worker processes; print a table.
+
+    python benchmarks/synth_speed.py [--clips 40] [--size 224] [--frames 10]
+
+Each run writes a fresh val split into a temporary folder through the same calls as
+train/make_synth.py (clip generation, then the dataset files), so it includes encoding
+and disk writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import avss_sdk  # noqa: F401
+except ImportError:
+    # Run as `python benchmarks/synth_speed.py` without `pip install -e .`: add the repo root.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from avss_sdk.data.synthavs.writer import generate_clip, write_dataset_files
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_run(workers: int, clips: int, size: int, frames: int) -> float:
+    """Seconds to generate ``clips`` clips with ``workers`` processes."""
+    with tempfile.TemporaryDirectory() as out:
+        make = functools.partial(generate_clip, out, "val", 0, frames=frames, size=size)
+        start = time.perf_counter()
+        if workers == 1:
+            rows = [make(i) for i in range(clips)]
+        else:
+            with multiprocessing.Pool(workers) as pool:
+                rows = list(pool.imap(make, range(clips)))
+        write_dataset_files(out, "val", 0, rows)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--frames", type=int, default=10)
+    args = p.parse_args()
+    print(f"SynthAVS-OV generation speed: {args.clips} clips of {args.frames} frames at "
+          f"{args.size}x{args.size}, 5 fps (val split)\n")
+    print(f"machine: {multiprocessing.cpu_count()}-core CPU container, {cpu_model()}; "
+          f"Python {platform.python_version()}\n")
+    print("| workers | seconds | clips/s | frames/s |")
+    print("|---:|---:|---:|---:|")
+    for workers in (1, 2):
+        sec = time_run(workers, args.clips, args.size, args.frames)
+        print(f"| {workers} | {sec:.2f} | {args.clips / sec:.1f} | {args.clips * args.frames / sec:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
