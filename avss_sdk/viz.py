@@ -31,7 +31,7 @@ def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha
 
 def legend(image: np.ndarray, names: list[str]) -> np.ndarray:
     """Draw a colour key for ``names`` in the top-left corner of an RGB image (in place) and return it."""
-    scale = max(image.shape[0], 160) / 480
+    scale = max(image.shape[0] / 480, 0.8)
     line = int(22 * scale)
     for row, name in enumerate(names):
         y = 6 + row * line
