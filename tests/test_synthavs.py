@@ -354,3 +354,26 @@ def test_cli_builds_one_dataset_and_reruns_replace_rows(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
     bad = _cli("--split", "val", "--clips", "-1", *common)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------- the reader
+
+def test_synthavs_reads_through_the_avsbench_reader(dataset: Path) -> None:
+    from avss_sdk.data.avsbench import AVSSDataset
+
+    data = AVSSDataset(dataset, "test")
+    assert len(data) == CLIPS
+    assert data.class_names[1:] == [c.name for c in CATEGORIES]
+    assert {data.class_names[i] for i in data.novel_ids} == {c.name for c in NOVEL}
+    clip = data[0]
+    scene, rendered = _rerender(dataset / "synth" / clip.uid)
+    assert clip.frames.shape == (FRAMES, SIZE, SIZE, 3) and clip.label_valid.all()
+    assert np.array_equal(clip.labels, rendered.labels)
+    assert np.allclose(clip.flow, rendered.flow_fwd, atol=1 / 64)
+    assert np.allclose(clip.flow_backward, rendered.flow_bwd, atol=1 / 64)
+    assert np.allclose(clip.frame_times, scene.frame_times)
+    assert clip.audio.shape[0] == round(scene.audio_duration * SAMPLE_RATE)
+    assert clip.scene == (dataset / "synth" / clip.uid / "scene.txt").read_text().strip()
+    # Every frame has a full causal window: frame 0's ends 0.96 s into the audio.
+    assert clip.audio_window(0).shape == (int(0.96 * SAMPLE_RATE),)
+    assert np.array_equal(clip.audio_window(0), clip.audio[: int(0.96 * SAMPLE_RATE)])
