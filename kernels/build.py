@@ -76,7 +76,7 @@ def local_arch() -> int:
             _, minor = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
             if err == driver.CUresult.CUDA_SUCCESS:
                 return major * 10 + minor
-    except ImportError:
+    except Exception:  # cuda-python missing, or no libcuda: try nvidia-smi
         pass
     smi = shutil.which("nvidia-smi")
     if smi:
