@@ -16,17 +16,24 @@ def class_color(name: str) -> tuple[int, int, int]:
     return int(r), int(g), int(b)
 
 
-def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha: float = 0.55) -> np.ndarray:
-    """Blend each labelled pixel of ``frame`` (RGB) with its class colour; label 0 is background, left as is."""
+def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha: float = 0.45) -> np.ndarray:
+    """Tint each labelled region of ``frame`` (RGB) with its class colour and outline it.
+
+    Label 0 is background and left as is. The outline keeps the object's own colours
+    readable under the tint.
+    """
     if frame.shape[:2] != labels.shape:
         raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
-    lut = np.zeros((256, 3), dtype=np.float32)
-    for index, name in enumerate(class_names[1:], start=1):
-        lut[index] = class_color(name)
-    painted = labels.astype(bool) & (labels < len(class_names))
     out = frame.astype(np.float32)
-    out[painted] = (1 - alpha) * out[painted] + alpha * lut[labels[painted]]
-    return out.astype(np.uint8)
+    present = [i for i in np.unique(labels) if 0 < i < len(class_names)]
+    for index in present:
+        region = labels == index
+        out[region] = (1 - alpha) * out[region] + alpha * np.array(class_color(class_names[index]), np.float32)
+    out = out.astype(np.uint8)
+    for index in present:
+        contours, _ = cv2.findContours((labels == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, class_color(class_names[index]), thickness=max(1, frame.shape[0] // 160))
+    return out
 
 
 def legend(image: np.ndarray, names: list[str]) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Draw one clip of an AVSBench-style dataset (SynthAVS-OV or AVSBench-semantic) as a picture.
 
-Top row: the frames with the sounding objects' ground truth painted in and a legend;
-bottom row: the ground-truth motion (flow direction as hue, speed as brightness) where
-the dataset has it. A quick way to see what a model is asked to learn.
+Rows: the frames as they are; the sounding objects' ground truth painted over dimmed
+frames, with a legend; the ground-truth motion (flow direction as hue, speed as
+brightness) where the dataset has it. A quick way to see what a model must learn.
 
     python samples/show_clip.py --data data/synthavs --split test --index 0 --out clip.png
 """
@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--index must be in [0, {len(data)}): the {args.split} split has {len(data)} clips")
     clip = data[args.index]
 
-    painted = [overlay(frame, labels, data.class_names) for frame, labels in zip(clip.frames, clip.labels)]
-    rows = [np.concatenate(painted, axis=1)]
-    legend(rows[0], list(clip.audible) or ["(nothing sounds)"])
+    dimmed = (clip.frames * 0.35).astype(np.uint8)
+    painted = [overlay(frame, labels, data.class_names, alpha=0.8) for frame, labels in zip(dimmed, clip.labels)]
+    rows = [np.concatenate(clip.frames, axis=1), np.concatenate(painted, axis=1)]
+    legend(rows[1], list(clip.audible) or ["(nothing sounds)"])
     if clip.flow is not None:
         fastest = float(np.abs(clip.flow).max())
         rows.append(np.concatenate([flow_picture(f, fastest) for f in clip.flow], axis=1))

@@ -22,7 +22,7 @@ def test_draws_frames_and_flow(tmp_path):
     drawn = run("samples/show_clip.py", "--data", str(data), "--index", "1", "--out", str(out))
     assert drawn.returncode == 0, drawn.stderr
     sheet = cv2.imread(str(out))
-    assert sheet.shape == (2 * 64, 4 * 64, 3)  # frames over flow, 4 frames wide
+    assert sheet.shape == (3 * 64, 4 * 64, 3)  # frames, labels, flow; 4 frames wide
 
 
 def test_bad_index_and_missing_data_are_clean_errors(tmp_path):

@@ -14,12 +14,12 @@ def test_class_colour_depends_on_the_name_only():
 def test_overlay_paints_labelled_pixels_only():
     frame = np.full((8, 8, 3), 100, dtype=np.uint8)
     labels = np.zeros((8, 8), dtype=np.uint8)
-    labels[2:4, 2:4] = 2
+    labels[2:7, 2:7] = 2
     out = overlay(frame, labels, ["background", "dog", "guitar"])
     assert np.array_equal(out[labels == 0], frame[labels == 0])
-    painted = out[labels == 2]
-    expected = 0.45 * 100 + 0.55 * np.array(class_color("guitar"))
-    assert np.allclose(painted, expected, atol=1)
+    expected_tint = 0.55 * 100 + 0.45 * np.array(class_color("guitar"))
+    assert np.allclose(out[4, 4], expected_tint, atol=1)  # inside: the tint
+    assert tuple(out[2, 2]) == class_color("guitar")  # the edge: the outline
 
 
 def test_overlay_rejects_mismatched_sizes():
