@@ -95,10 +95,10 @@ def _run(cmd: list[str]) -> None:
 
 
 def build(archs: list[int], out_dir: Path = DEFAULT_OUT, nvcc: str | None = None,
-          jobs: int | None = None, verbose: bool = False) -> dict[str, Path]:
+          jobs: int | None = None, verbose: bool = False) -> dict:
     """Compile cubins for ``archs`` (in parallel) and compute_75 PTX; pack a fatbin.
 
-    Returns the paths of the fatbin and the PTX. Architectures the nvcc does not know
+    Returns {"fatbin": path, "ptx": path, "archs": built archs, "ptx_arch": int}. Architectures the nvcc does not know
     are dropped with a warning (an older toolkit used for an older driver).
     """
     nvcc = find_nvcc(nvcc)
@@ -134,7 +134,7 @@ def build(archs: list[int], out_dir: Path = DEFAULT_OUT, nvcc: str | None = None
         result = {"fatbin": out_dir / FATBIN_NAME, "ptx": out_dir / PTX_NAME}
         os.replace(fatbin_tmp, result["fatbin"])
         os.replace(ptx_tmp, result["ptx"])
-    return result
+    return {**result, "archs": archs, "ptx_arch": ptx_arch}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"built {paths['fatbin']} and {paths['ptx']} in {time.perf_counter() - t0:.1f} s")
+    print(f"built {paths['fatbin']} (sm_{', sm_'.join(map(str, paths['archs']))} + compute_"
+          f"{paths['ptx_arch']} PTX) and {paths['ptx']} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
