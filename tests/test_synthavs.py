@@ -377,3 +377,15 @@ def test_synthavs_reads_through_the_avsbench_reader(dataset: Path) -> None:
     # Every frame has a full causal window: frame 0's ends 0.96 s into the audio.
     assert clip.audio_window(0).shape == (int(0.96 * SAMPLE_RATE),)
     assert np.array_equal(clip.audio_window(0), clip.audio[: int(0.96 * SAMPLE_RATE)])
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_up(tmp_path: Path) -> None:
+    rows = [generate_clip(tmp_path, "val", 9, 0, frames=2, size=48)]
+    killed = [tmp_path / "synth" / ".tmp-val-9-00001-4242", tmp_path / "synth" / ".old-val-9-00000-4242"]
+    other_seed = tmp_path / "synth" / ".tmp-val-8-00000-4242"
+    for folder in (*killed, other_seed):
+        (folder / "frames").mkdir(parents=True)
+    write_dataset_files(tmp_path, "val", 9, rows)
+    assert not any(folder.exists() for folder in killed)
+    assert other_seed.exists()  # another (split, seed) may still be running
+    assert (tmp_path / "synth" / "val-9-00000" / "audio.wav").is_file()

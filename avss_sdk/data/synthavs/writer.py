@@ -113,7 +113,8 @@ def generate_clip(
 def write_dataset_files(out: str | os.PathLike, split: str, seed: int, rows: list[dict[str, str]]) -> None:
     """Merge ``rows`` into out/metadata.csv, replacing earlier rows of the same
     (split, seed), and (re)write label2idx.json and ov_split.json; clip folders of that
-    (split, seed) that are no longer listed (an earlier, larger run) are removed."""
+    (split, seed) that are no longer listed (an earlier, larger run) are removed, and so
+    are the temporary folders of a run of it that was killed."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     prefix = clip_uid(split, seed, 0)[:-5]
@@ -137,3 +138,6 @@ def write_dataset_files(out: str | os.PathLike, split: str, seed: int, rows: lis
         for stale in (root / SUBSET).glob(prefix + "*"):
             if stale.name not in listed:
                 shutil.rmtree(stale)
+        # Half-written (.tmp-) or half-replaced (.old-) folders left by a killed run.
+        for leftover in (*(root / SUBSET).glob(f".tmp-{prefix}*"), *(root / SUBSET).glob(f".old-{prefix}*")):
+            shutil.rmtree(leftover, ignore_errors=True)
