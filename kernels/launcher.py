@@ -56,11 +56,15 @@ class LaunchPlan:
     tiles_per_split: int
 
     def workspace_bytes(self, batch: int, heads: int, lq: int, head_dim: int) -> int:
-        """FP32 partials (acc, m, l) plus one int counter per query tile; 0 if unsplit."""
+        """Bytes of FP32 partials (acc, m, l) the key splits exchange; 0 if unsplit."""
         if self.splits == 1:
             return 0
-        rows = batch * heads * lq
-        return 4 * (self.splits * rows * (head_dim + 2)) + 4 * self.grid[0] * self.grid[1]
+        return 4 * self.splits * batch * heads * lq * (head_dim + 2)
+
+    @property
+    def counters(self) -> int:
+        """Arrival counters the split merge needs: one int per query tile; 0 if unsplit."""
+        return 0 if self.splits == 1 else self.grid[0] * self.grid[1]
 
 
 def plan_launch(batch: int, heads: int, lq: int, lk: int, head_dim: int, itemsize: int,
@@ -147,22 +151,34 @@ class FusedCrossAttentionKernel:
             attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.device))
         self.module = _check(driver.cuModuleLoadData(fatbin.read_bytes()))
         self._functions: dict[str, object] = {}
-        self._workspace = (0, 0)  # (device pointer, bytes), grown on demand, zeroed
+        # Grown on demand. Partials need no initial value. Counters are kept apart so
+        # that no launch ever finds partials where it expects a counter: they are zeroed
+        # when allocated, and every launch resets the ones it used.
+        self._partials = (0, 0)  # (device pointer, bytes)
+        self._counters = (0, 0)  # (device pointer, int count)
 
     def _function(self, name: str):
         if name not in self._functions:
             self._functions[name] = _check(self._driver.cuModuleGetFunction(self.module, name.encode()))
         return self._functions[name]
 
-    def _workspace_ptr(self, nbytes: int, stream) -> int:
-        ptr, size = self._workspace
+    def _partials_ptr(self, nbytes: int) -> int:
+        ptr, size = self._partials
         if nbytes > size:
             if ptr:
                 _check(self._driver.cuMemFree(ptr))
             ptr = int(_check(self._driver.cuMemAlloc(nbytes)))
-            self._workspace = (ptr, nbytes)
-            # Counters must start at 0; the kernel resets them after each use.
-            _check(self._driver.cuMemsetD8Async(ptr, 0, nbytes, stream))
+            self._partials = (ptr, nbytes)
+        return ptr
+
+    def _counters_ptr(self, count: int, stream) -> int:
+        ptr, size = self._counters
+        if count > size:
+            if ptr:
+                _check(self._driver.cuMemFree(ptr))
+            ptr = int(_check(self._driver.cuMemAlloc(4 * count)))
+            _check(self._driver.cuMemsetD32Async(ptr, 0, count, stream))
+            self._counters = (ptr, count)
         return ptr
 
     def launch(self, q: int, k: int, v: int, out: int, batch: int, heads: int, lq: int, lk: int,
@@ -185,8 +201,8 @@ class FusedCrossAttentionKernel:
         types = [p, p, p, p, p, ll, ll, ll, ll, p, i32, i32, i32, i32, ctypes.c_float]
         if plan.path == "long":
             ws_bytes = plan.workspace_bytes(batch, heads, lq, head_dim)
-            ws = self._workspace_ptr(ws_bytes, stream_h) if ws_bytes else 0
-            counters = ws + ws_bytes - 4 * plan.grid[0] * plan.grid[1] if ws else 0
+            ws = self._partials_ptr(ws_bytes) if ws_bytes else 0
+            counters = self._counters_ptr(plan.counters, stream_h) if plan.counters else 0
             values += [plan.splits, plan.tiles_per_split, ws or None, counters or None]
             types += [i32, i32, p, p]
         fn = self._function(f"fca_{plan.path}_{tn}_d{head_dim}")
