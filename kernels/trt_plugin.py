@@ -22,11 +22,11 @@ import re
 import struct
 from pathlib import Path
 
+from kernels.launcher import HEAD_DIMS, THREADS, rows_per_block
+
 PLUGIN_ID = "avss::FusedCrossAttention"
 MIN_TENSORRT = (10, 9)
 DEFAULT_PTX = Path(__file__).resolve().parent / "build" / "fused_cross_attention.ptx"
-HEAD_DIMS = (32, 64, 128)
-THREADS = 128
 
 _registered = False
 
@@ -61,11 +61,6 @@ def tensorrt_version() -> str | None:
     except ImportError:
         return None
     return getattr(tensorrt, "__version__", None)
-
-
-def rows_per_block(head_dim: int) -> int:
-    """Query rows per block of the kernel (mirror of fca::Geo::kBQ)."""
-    return 4 * (4 if head_dim == 128 else 8)
 
 
 def float_bits(x: float) -> int:

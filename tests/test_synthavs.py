@@ -29,7 +29,7 @@ from avss_sdk.data.synthavs import (
 )
 from avss_sdk.data.synthavs.categories import COLOURS, SHAPES
 from avss_sdk.data.synthavs.render import BACKGROUND_COLOURS, object_mask
-from avss_sdk.data.synthavs.sound import SAMPLE_RATE
+from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.data.synthavs.writer import clip_rng
 
 REPO = Path(__file__).resolve().parents[1]

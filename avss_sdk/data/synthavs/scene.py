@@ -13,8 +13,9 @@ import numpy as np
 
 from avss_sdk.data.synthavs.categories import BASE, CATEGORIES, Category
 from avss_sdk.data.synthavs.render import BACKGROUND_COLOURS, PATTERNS
+from avss_sdk.media import WINDOW_SECONDS
 
-AUDIO_OFFSET = 0.96  # seconds of audio before frame 0: one full causal window for frame 0
+AUDIO_OFFSET = WINDOW_SECONDS  # audio before frame 0: one full causal window for frame 0
 SPLITS = ("train", "val", "test")
 NOISE_COLOURS = ("white", "pink", "brown")
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from avss_sdk.data.synthavs.categories import Category
 from avss_sdk.data.synthavs.scene import Scene
+from avss_sdk.media import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 MAX_PARTIAL_HZ = 7500.0  # top of the 64-band log-mel range; also keeps clear of Nyquist
 _RAMP_S = 0.01
 

@@ -19,14 +19,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avss_sdk.data.avsbench import METADATA_COLUMNS
 from avss_sdk.data.synthavs.categories import BASE, NOVEL, label2idx
 from avss_sdk.data.synthavs.flow_png import write_flow_png
 from avss_sdk.data.synthavs.render import RenderedClip, render_clip
 from avss_sdk.data.synthavs.scene import AUDIO_OFFSET, SPLITS, Scene, sample_scene, scene_text
-from avss_sdk.data.synthavs.sound import SAMPLE_RATE, synthesize_audio
+from avss_sdk.data.synthavs.sound import synthesize_audio
+from avss_sdk.media import SAMPLE_RATE
 
 SUBSET = "synth"  # the subset folder; metadata's "label" column
-METADATA_COLUMNS = ("vid", "uid", "s_min", "s_sec", "a_obj", "split", "label")
 
 
 def clip_uid(split: str, seed: int, index: int) -> str:
