@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -101,6 +101,7 @@ class Clip:
     scene: str | None = None
     flow: np.ndarray | None = None  # [T, H, W, 2] frame t-1 -> t on frame t-1's grid
     flow_backward: np.ndarray | None = None  # [T, H, W, 2] frame t -> t-1 on frame t's grid
+    info: dict = field(default_factory=dict)  # clip.json (SynthAVS: objects, motion, sound intervals)
 
     def audio_window(self, index: int, seconds: float = WINDOW_SECONDS) -> np.ndarray:
         """The audio of frame ``index``: the ``seconds`` that end at its timestamp."""
@@ -248,6 +249,7 @@ class AVSSDataset:
             scene=scene,
             flow=self._read_flow(record.directory / "flow", len(frame_files)),
             flow_backward=self._read_flow(record.directory / "flow_bwd", len(frame_files)),
+            info=info,
         )
 
     def _resize(self, image: np.ndarray, interpolation: int) -> np.ndarray:

@@ -149,3 +149,27 @@ def onnx_translation_table() -> dict[Callable, Callable]:
                     plugin_namespace=ONNX_DOMAIN, plugin_version="1")
 
     return {torch.ops.avss.fused_cross_attention.default: translate}
+
+
+class CrossAttention(torch.nn.Module):
+    """Multi-head attention of ``query`` tokens to ``source`` tokens through :func:`fused_cross_attention`.
+
+    forward(query [B, Lq, Cq], source [B, Lk, Ck], mask additive [B, heads or 1, Lq or 1, Lk] | None)
+    -> [B, Lq, dim]. Self-attention is the case source = query.
+    """
+
+    def __init__(self, query_dim: int, source_dim: int, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.q = torch.nn.Linear(query_dim, dim)
+        self.kv = torch.nn.Linear(source_dim, 2 * dim)
+        self.out = torch.nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, lq, _ = query.shape
+        q = self.q(query).view(b, lq, self.heads, -1).transpose(1, 2)
+        kv = self.kv(source).view(b, source.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        out = fused_cross_attention(q, kv[0], kv[1], mask)
+        return self.out(out.transpose(1, 2).reshape(b, lq, -1))

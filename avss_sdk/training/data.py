@@ -1,0 +1,195 @@
+"""Training inputs: a dataset split prepared once into arrays, then batches of frames from it.
+
+Decoding JPEGs, PNG flow and audio for every step would cost more than the model on a
+CPU, so :func:`prepare_frames` reads a split once through :class:`AVSSDataset`, applies
+the runtime's own preprocessing (:mod:`avss_sdk.preprocess`) and stores the result as
+``.npy`` files in a cache folder (written to a temporary folder and renamed, so an
+interrupted preparation is never mistaken for a finished one). Training memory-maps
+them, which also scales to AVSBench's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avss_sdk.data.avsbench import SUBSET_FRAMES, AVSSDataset
+from avss_sdk.metrics import IGNORE_INDEX
+from avss_sdk.modeling.flow import FLOW_STRIDE, downsample_flow
+from avss_sdk.preprocess import LOG_MEL_SECONDS, log_mel, normalize_image, resize_frame
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class FrameArrays:
+    """A prepared split. Frames are padded to the longest clip; ``valid`` marks real, labelled frames."""
+
+    frames: np.ndarray  # [N, T, S, S, 3] uint8
+    labels: np.ndarray  # [N, T, S, S] uint8 dataset class ids, IGNORE_INDEX where unlabelled
+    valid: np.ndarray  # [N, T] bool
+    log_mel: np.ndarray  # [N, T, 96, 64] float16
+    flow: np.ndarray | None  # [N, T, S/8, S/8, 2] float16 backward flow, or None (no ground truth)
+    moving: np.ndarray  # [N, T] int8: 1 all sounding objects move, 0 all still, -1 mixed / unknown
+    scenes: list[str | None]
+    uids: list[str]
+    class_names: list[str]
+
+    def frame_index(self) -> np.ndarray:
+        """[M, 2] (clip, frame) pairs of the valid frames."""
+        return np.argwhere(self.valid)
+
+
+def _moving_flags(info: dict, frames: int) -> np.ndarray:
+    flags = np.full(frames, -1, np.int8)
+    objects = info.get("objects", [])
+    for t in range(frames):
+        moving = {bool(o["moving"]) for o in objects if t < len(o.get("sounding", [])) and o["sounding"][t]}
+        if len(moving) == 1:
+            flags[t] = int(moving.pop())
+    return flags
+
+
+def _cache_key(dataset: AVSSDataset, size: int) -> str:
+    ident = {"version": CACHE_VERSION, "root": str(Path(dataset.root).resolve()), "split": dataset.split,
+             "size": size, "uids": [r.uid for r in dataset.records], "classes": dataset.class_names}
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_frames(dataset: AVSSDataset, size: int, cache_dir: str | os.PathLike,
+                   progress: bool = True) -> FrameArrays:
+    """Prepare (or reuse from ``cache_dir``) the arrays of ``dataset`` at ``size`` x ``size``."""
+    folder = Path(cache_dir) / f"{dataset.split}-{size}-{_cache_key(dataset, size)}"
+    if not (folder / "meta.json").is_file():
+        _write_cache(dataset, size, folder, progress)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+
+    def array(name: str) -> np.ndarray:
+        return np.load(folder / f"{name}.npy", mmap_mode="r")
+
+    return FrameArrays(frames=array("frames"), labels=array("labels"), valid=np.asarray(array("valid")),
+                       log_mel=array("log_mel"), flow=array("flow") if meta["has_flow"] else None,
+                       moving=np.asarray(array("moving")), scenes=meta["scenes"], uids=meta["uids"],
+                       class_names=meta["class_names"])
+
+
+def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool) -> None:
+    if len(dataset) == 0:
+        raise ValueError(f"{dataset.root}: split {dataset.split!r} has no clips")
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    first = dataset[0]
+    n = len(dataset)
+    t = max(SUBSET_FRAMES.get(r.subset, len(first.frames)) for r in dataset.records)
+    has_flow = first.flow_backward is not None
+    grid = size // FLOW_STRIDE
+    mm = np.lib.format.open_memmap
+    frames = mm(tmp / "frames.npy", "w+", np.uint8, (n, t, size, size, 3))
+    labels = mm(tmp / "labels.npy", "w+", np.uint8, (n, t, size, size))
+    mel = mm(tmp / "log_mel.npy", "w+", np.float16, (n, t, 96, 64))
+    flow = mm(tmp / "flow.npy", "w+", np.float16, (n, t, grid, grid, 2)) if has_flow else None
+    labels[:] = IGNORE_INDEX
+    valid = np.zeros((n, t), bool)
+    moving = np.full((n, t), -1, np.int8)
+    scenes, uids = [], []
+    for i in tqdm(range(n), desc=f"preparing {dataset.split}", unit="clip", disable=not progress):
+        clip = first if i == 0 else dataset[i]
+        k = min(len(clip.frames), t)
+        for j in range(k):
+            frames[i, j] = resize_frame(clip.frames[j], size)
+            labels[i, j] = resize_frame_labels(clip.labels[j], size)
+            mel[i, j] = log_mel(clip.audio_window(j, LOG_MEL_SECONDS))
+        valid[i, :k] = clip.label_valid[:k]
+        moving[i, :k] = _moving_flags(clip.info, k)
+        if flow is not None:
+            full = torch.from_numpy(np.stack([_resize_flow(f, size) for f in clip.flow_backward[:k]]))
+            flow[i, :k] = downsample_flow(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+        scenes.append(clip.scene)
+        uids.append(clip.uid)
+    for array in (frames, labels, mel, flow):
+        if array is not None:
+            array.flush()
+    np.save(tmp / "valid.npy", valid)
+    np.save(tmp / "moving.npy", moving)
+    meta = {"has_flow": has_flow, "scenes": scenes, "uids": uids, "class_names": dataset.class_names}
+    (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def resize_frame_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a class-index map (labels never blend)."""
+    import cv2
+
+    if labels.shape == (size, size):
+        return labels
+    return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def _resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if flow.shape[:2] == (size, size):
+        return flow
+    scale = np.array([size / flow.shape[1], size / flow.shape[0]], np.float32)
+    return cv2.resize(flow, (size, size), interpolation=cv2.INTER_NEAREST) * scale
+
+
+def label_lookup(class_names: list[str], vocabulary: list[str]) -> np.ndarray:
+    """[256] map from dataset class ids to targets: 0 background, k + 1 for vocabulary[k], else ignore."""
+    lookup = np.full(256, IGNORE_INDEX, np.int64)
+    lookup[0] = 0
+    position = {name: k + 1 for k, name in enumerate(vocabulary)}
+    for index, name in enumerate(class_names):
+        if index and name in position:
+            lookup[index] = position[name]
+    return lookup
+
+
+@dataclass
+class Batch:
+    previous: torch.Tensor  # [B, 3, S, S] normalised
+    current: torch.Tensor
+    log_mel: torch.Tensor  # [B, 96, 64]
+    targets: torch.Tensor  # [B, S, S] int64: 0 background, k + 1 vocabulary word k, IGNORE_INDEX
+    flow: torch.Tensor | None  # [B, 2, S/8, S/8] ground-truth backward flow
+    scenes: list[str | None]
+
+    def to(self, device: torch.device) -> "Batch":
+        move = lambda x: None if x is None else x.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.previous), move(self.current), move(self.log_mel), move(self.targets),
+                     move(self.flow), self.scenes)
+
+
+def make_batch(data: FrameArrays, pairs: np.ndarray, lookup: np.ndarray, flip: np.ndarray | None = None) -> Batch:
+    """The frames ``pairs`` [B, 2] (clip, frame); frame t's previous frame is t - 1 (itself at t = 0).
+
+    ``flip`` [B] bool mirrors samples horizontally (flow's x component flips sign).
+    """
+    clips, times = pairs[:, 0], pairs[:, 1]
+    current = np.stack([data.frames[c, t] for c, t in pairs])
+    previous = np.stack([data.frames[c, max(t - 1, 0)] for c, t in pairs])
+    labels = lookup[np.stack([data.labels[c, t] for c, t in pairs])]
+    flow = None if data.flow is None else np.stack([data.flow[c, t] for c, t in pairs]).astype(np.float32)
+    if flip is not None and flip.any():
+        current[flip], previous[flip], labels[flip] = current[flip, :, ::-1], previous[flip, :, ::-1], labels[flip, :, ::-1]
+        if flow is not None:
+            flow[flip] = flow[flip, :, ::-1] * np.array([-1.0, 1.0], np.float32)
+    mel = np.stack([data.log_mel[c, t] for c, t in pairs]).astype(np.float32)
+    return Batch(
+        previous=torch.from_numpy(normalize_image(previous)),
+        current=torch.from_numpy(normalize_image(current)),
+        log_mel=torch.from_numpy(mel),
+        targets=torch.from_numpy(np.ascontiguousarray(labels)),
+        flow=None if flow is None else torch.from_numpy(np.ascontiguousarray(flow.transpose(0, 3, 1, 2))),
+        scenes=[data.scenes[c] for c in clips],
+    )

@@ -1,0 +1,92 @@
+"""Evaluate an SSP-OV checkpoint: ``python train/evaluate.py --checkpoint default --data D --split test``.
+
+Prints and (with ``--json``) writes base / novel / harmonic mIoU, AVSS mIoU and F, a
+per-class table, and the moving / still breakdown, with scene text and without it
+(the runtime's default), unless ``--scene-text`` picks one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from avss_sdk.data.avsbench import AVSSDataset
+from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
+from avss_sdk.training.data import prepare_frames
+from avss_sdk.training.evaluate import EvaluationResult, evaluate
+
+
+def format_result(name: str, result: EvaluationResult) -> str:
+    s, m, st = result.scores, result.moving, result.still
+    return "\n".join([
+        f"{name}: {s.frames} frames",
+        f"  base mIoU {s.base_miou:6.2f}   novel mIoU {s.novel_miou:6.2f}   harmonic {s.harmonic_miou:6.2f}",
+        f"  AVSS mIoU {result.avss_miou:6.2f}   AVSS F {result.avss_fscore:6.2f}",
+        f"  moving sources ({m.frames} frames): base {m.base_miou:6.2f}  novel {m.novel_miou:6.2f}",
+        f"  still sources  ({st.frames} frames): base {st.base_miou:6.2f}  novel {st.novel_miou:6.2f}",
+    ])
+
+
+def format_classes(result: EvaluationResult) -> str:
+    rows = [f"  {'class':<20} {'split':<6} {'IoU':>6}"]
+    for row in result.per_class:
+        iou = "   n/a" if row["iou"] is None else f"{row['iou']:6.2f}"
+        rows.append(f"  {row['class']:<20} {row['split']:<6} {iou}")
+    return "\n".join(rows)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="default", help="checkpoint file, or 'default' for the shipped model")
+    parser.add_argument("--data", required=True, help="dataset root (SynthAVS-OV or AVSBench-semantic layout)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--scene-text", choices=["both", "given", "none"], default="both",
+                        help="evaluate with the clips' scene descriptions, without, or both (default)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--cache", help="prepared-array cache folder (default DATA/cache)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    try:
+        model, payload = load_model(args.checkpoint)
+        dataset = AVSSDataset(args.data, split=args.split, classes="all", load_flow=False)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if len(dataset) == 0:
+        raise SystemExit(f"error: {args.data} has no clips in split {args.split!r}")
+    data = prepare_frames(dataset, model.config.image_size, args.cache or Path(args.data) / "cache",
+                          progress=not args.quiet)
+    modes = {"both": [True, False], "given": [True], "none": [False]}[args.scene_text]
+    results = {}
+    for scene_text in modes:
+        name = "with_scene_text" if scene_text else "without_scene_text"
+        tic = time.perf_counter()
+        result = evaluate(model, data, dataset.base_ids, dataset.novel_ids, scene_text, args.batch_size,
+                          progress=not args.quiet)
+        print(format_result(name.replace("_", " "), result) + f"\n  ({time.perf_counter() - tic:.0f} s)")
+        results[name] = result.to_dict()
+    print(format_classes(result))
+    if args.json:
+        write_json(args.json, {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "data": str(args.data),
+                               "split": args.split, "image_size": model.config.image_size,
+                               "threads": torch.get_num_threads(), "results": results})
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
