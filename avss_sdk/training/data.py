@@ -84,8 +84,9 @@ def prepare_frames(dataset: AVSSDataset, size: int, cache_dir: str | os.PathLike
 def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool) -> None:
     if len(dataset) == 0:
         raise ValueError(f"{dataset.root}: split {dataset.split!r} has no clips")
+    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed preparation
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     first = dataset[0]
     n = len(dataset)

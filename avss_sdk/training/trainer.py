@@ -5,7 +5,7 @@
   (Ctrl-C or SIGTERM). Batches are drawn from an RNG seeded by (seed, step, rank), so a
   resumed run sees exactly the batches the uninterrupted one would have.
 * Logs: one JSON line per ``log_every`` steps in ``OUT/log.jsonl`` (step, learning rate,
-  every loss part, seconds per step): ``train/plot_log.py`` draws the curves.
+  every loss part, seconds per step), ready for any plotting tool (pandas.read_json(lines=True)).
 * CPU works; on GPUs AMP (bf16, or fp16 with a gradient scaler) and ``torchrun``
   (DistributedDataParallel, one process per GPU) work too.
 """

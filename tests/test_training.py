@@ -1,0 +1,124 @@
+"""Training on CPU: the loss falls, a killed run resumes to the same weights, evaluation and CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from avss_sdk.data.synthavs import generate_clip
+from avss_sdk.data.synthavs.writer import write_dataset_files
+from avss_sdk.modeling.ssp_ov import read_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["model.image_size=64", "model.hidden_dim=32", "model.audio_dim=32", "model.pretrained_backbone=false",
+        "model.num_queries=4", "model.decoder_layers=1", "model.heads=2", "model.flow_width=8",
+        "optim.batch_size=4", "optim.warmup_steps=2", "optim.mask_size=32", "optim.threads=1", "log_every=1"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    for split, clips in (("train", 6), ("test", 3)):
+        rows = [generate_clip(out, split, 0, i, frames=4, size=64) for i in range(clips)]
+        write_dataset_files(out, split, 0, rows)
+    return out
+
+
+def _cmd(script: str, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train" / script), *args]
+
+
+def _train_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    sets = [*TINY, f"data.root={data}", f"optim.steps={steps}", *extra]
+    return _cmd("train.py", "--out", str(out), "--quiet", *[a for s in sets for a in ("--set", s)])
+
+
+def _run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls(synth, tmp_path):
+    out = tmp_path / "run"
+    result = _run(_train_args(synth, out, 40, "optim.lr=2e-3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    losses = [r["loss"] for r in _log(out)]
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+    final = read_checkpoint(out / "model.pt")
+    assert final["step"] == 40 and final["vocabulary"]  # base vocabulary recorded with the model
+
+
+def test_killed_run_resumes_to_the_same_weights(synth, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    extra = ("checkpoint_every=2",)
+    assert _run(_train_args(synth, straight, 12, *extra)).returncode == 0
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(_train_args(synth, killed, 12, *extra), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = killed / "log.jsonl"
+        if log.is_file() and any(json.loads(line)["step"] >= 3 for line in log.read_text().splitlines()):
+            proc.send_signal(signal.SIGKILL)  # a hard kill: no chance to save anything
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    step_at_kill = read_checkpoint(killed / "last.pt")["step"]
+    assert 2 <= step_at_kill < 12
+
+    resumed = _run(_train_args(synth, killed, 12, *extra))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {killed} from step {step_at_kill}" in resumed.stdout
+    a = read_checkpoint(straight / "model.pt")["model"]
+    b = read_checkpoint(killed / "model.pt")["model"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+
+
+def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
+    out = tmp_path / "run"
+    assert _run(_train_args(synth, out, 3)).returncode == 0
+    report = tmp_path / "eval.json"
+    result = _run(_cmd("evaluate.py", "--checkpoint", str(out / "model.pt"), "--data", str(synth),
+                       "--split", "test", "--json", str(report), "--quiet"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "base mIoU" in result.stdout and "novel mIoU" in result.stdout
+    payload = json.loads(report.read_text())
+    for mode in ("with_scene_text", "without_scene_text"):
+        scores = payload["results"][mode]
+        assert scores["scores"]["frames"] == 12
+        for key in ("base_miou", "novel_miou", "harmonic_miou"):
+            assert 0 <= scores["scores"][key] <= 100
+        assert 0 <= scores["avss_miou"] <= 100 and 0 <= scores["avss_fscore"] <= 100
+        assert {row["split"] for row in scores["per_class"]} == {"base", "novel"}
+
+
+def test_cli_errors_are_clear(synth, tmp_path):
+    bad_key = _run(_cmd("train.py", "--set", "model.hidden_dims=3", "--out", str(tmp_path / "x")))
+    assert bad_key.returncode != 0 and "unknown keys in 'model'" in bad_key.stderr
+    assert "Traceback" not in bad_key.stderr
+    missing = _run(_cmd("evaluate.py", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(synth)))
+    assert missing.returncode != 0 and "checkpoint not found" in missing.stderr
+    not_a_model = tmp_path / "other.pt"
+    torch.save({"weights": 1}, not_a_model)
+    other = _run(_cmd("evaluate.py", "--checkpoint", str(not_a_model), "--data", str(synth)))
+    assert other.returncode != 0 and "not an SSP-OV checkpoint" in other.stderr
+    assert "Traceback" not in other.stderr
+    assert _run(_cmd("train.py", "--help")).returncode == 0
