@@ -2,8 +2,8 @@
 
 Two kinds of source, one contract (see ``VideoSource`` and ``AudioSource``):
 
-* a video source hands out ``Frame`` objects, each stamped with a time on the source's
-  clock, newest first (a live camera drops frames a slow consumer cannot take, so the
+* a video source hands out ``Frame`` objects in capture order, each stamped with a time on
+  the source's clock (a live camera drops the frames a slow consumer cannot take, so the
   model never lags behind the scene);
 * an audio source answers ``window(end_time)``: the 0.96 s of 16 kHz mono audio that ends
   at ``end_time`` on the same clock (causal: nothing after ``end_time``), zero padded where
@@ -21,6 +21,7 @@ that needs them is made.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 import warnings
@@ -38,8 +39,8 @@ from avss_sdk.media import SAMPLE_RATE, WINDOW_SECONDS
 # there, with silence for a gap; smaller differences are jitter and drift.
 GAP_TOLERANCE_SECONDS = 0.01
 # The share of such a small difference taken into the timeline per block: it follows a
-# capture clock that drifts against the consumer's (about 1 s time constant at 10 ms
-# blocks) and averages out per-block jitter (PortAudio's estimates, PTS rounded to 1 ms).
+# capture clock that drifts against the consumer's (time constant about 10 blocks) and
+# averages out per-block jitter (PortAudio's estimates, PTS rounded to 1 ms).
 DRIFT_GAIN = 0.1
 
 
@@ -321,7 +322,7 @@ class CameraSource:
 
 def available_cameras() -> str:
     """The camera indices present, for error messages (V4L2 device nodes; only Linux lists them)."""
-    if not Path("/dev").is_dir() or not hasattr(cv2, "CAP_V4L2"):
+    if not sys.platform.startswith("linux"):
         return "unknown on this platform"
     indices = sorted(int(p.name[5:]) for p in Path("/dev").glob("video*") if p.name[5:].isdigit())
     return ", ".join(map(str, indices)) if indices else "none"
