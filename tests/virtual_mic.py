@@ -1,0 +1,161 @@
+"""A real microphone path without a sound card: a private PulseAudio server with a null sink.
+
+Audio played into the sink ``vmic`` (``paplay --device=vmic``, or a PortAudio output
+stream on ALSA ``default``) comes back, sample-exact, from its monitor, which is the
+server's default source and so what sounddevice records from ALSA ``default``.
+
+PortAudio lists devices once, when it is initialised (``import sounddevice``), and the
+ALSA ``pulse`` plugin finds the server through ``PULSE_SERVER`` / ``XDG_RUNTIME_DIR`` when a
+stream is opened. So the server is started first, the variables are set in
+``os.environ``, and then PortAudio is re-initialised (``sd._terminate(); sd._initialize()``,
+sounddevice's own functions for this; there is no public one). Without that, a process
+that imported sounddevice earlier sees no device at all on a machine without a sound card.
+No stream may be open while that happens; on exit the variables are restored and
+PortAudio is re-initialised again.
+
+A new null sink first renders one block of about 2 s (``pactl list sinks`` shows its
+latency counting down from 1.9 s), so a sound played in that time comes out up to 2 s late
+(measured: 1.2 s once, then 5 ms). The server is therefore only handed out once the
+sink's latency is under 50 ms, and a silent low-latency stream (``pacat`` from /dev/zero)
+keeps it running at 10 ms latency from then on, idle or not.
+
+Use ``with virtual_microphone() as mic: ...`` or the ``virtual_mic`` fixture (import it
+into a test module: ``from virtual_mic import virtual_mic``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+SINK = "vmic"
+RATE = 16000
+
+
+@dataclass
+class VirtualMic:
+    """A running virtual microphone: its sink name, sample rate and server socket."""
+
+    sink: str
+    rate: int
+    server: str
+
+    def play(self, wav: str | Path, timeout: float = 30.0) -> None:
+        """Play a WAV file into the sink and return when it has been played."""
+        subprocess.run(["paplay", f"--device={self.sink}", str(wav)], check=True, timeout=timeout)
+
+
+def _reinitialise_portaudio() -> None:
+    """Make an already imported sounddevice list devices again (see the module docstring)."""
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        sd._terminate()
+        sd._initialize()
+
+
+def _wait_for_low_latency(sink: str, env: dict[str, str], deadline: float) -> None:
+    """Wait until the sink's reported latency is under 50 ms (see the module docstring)."""
+    while time.monotonic() < deadline:
+        listing = subprocess.run(["pactl", "list", "sinks"], env=env, capture_output=True, text=True).stdout
+        block = listing[listing.find(f"Name: {sink}") :]
+        latency = re.search(r"Latency: (\d+) usec", block)
+        if latency and int(latency.group(1)) < 50_000:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the null sink {sink!r} did not reach a low latency within 10 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate a process this module started, and reap it."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def virtual_microphone(sink: str = SINK, rate: int = RATE) -> Iterator[VirtualMic]:
+    """Start a private PulseAudio server with a mono s16le null sink; stop it and clean up on exit.
+
+    Skips the calling test when PulseAudio, its tools or PortAudio are not installed.
+    """
+    for tool in ("pulseaudio", "pactl", "paplay", "pacat"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"virtual microphone needs {tool} (apt install pulseaudio pulseaudio-utils)")
+    try:
+        import sounddevice  # noqa: F401  (PortAudio must load for any recording)
+    except OSError as error:
+        pytest.skip(f"virtual microphone needs PortAudio (apt install libportaudio2): {error}")
+
+    runtime = tempfile.mkdtemp(prefix="avss-pulse-")  # mode 0700, as PulseAudio requires
+    server = f"unix:{runtime}/pulse/native"
+    env = {**os.environ, "XDG_RUNTIME_DIR": runtime, "PULSE_SERVER": server}
+    saved = {key: os.environ.get(key) for key in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
+    processes: list[subprocess.Popen] = []
+    with open(Path(runtime) / "pulseaudio.log", "w+b") as log:
+        try:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--system=false",
+                        "--load=module-native-protocol-unix auth-anonymous=1",
+                        f"--load=module-null-sink sink_name={sink} rate={rate} channels=1 format=s16le",
+                    ],
+                    env=env,
+                    stdout=log,  # a file, not a pipe that nobody drains
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            deadline = time.monotonic() + 10
+            while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+                if processes[0].poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"pulseaudio exited: {log.read().decode(errors='replace')}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("pulseaudio did not accept connections within 10 s")
+                time.sleep(0.05)
+            with open("/dev/zero", "rb") as zeros:
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            "pacat", "--playback", f"--device={sink}", "--latency-msec=10", "--raw",
+                            "--format=s16le", f"--rate={rate}", "--channels=1",
+                        ],
+                        env=env,
+                        stdin=zeros,
+                    )
+                )
+            _wait_for_low_latency(sink, env, deadline=time.monotonic() + 10)
+            os.environ.update(XDG_RUNTIME_DIR=runtime, PULSE_SERVER=server)
+            _reinitialise_portaudio()
+            yield VirtualMic(sink, rate, server)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            for process in reversed(processes):
+                _stop(process)
+            _reinitialise_portaudio()
+            shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def virtual_mic() -> Iterator[VirtualMic]:
+    """A virtual microphone shared by the tests of one module."""
+    with virtual_microphone() as mic:
+        yield mic
