@@ -230,3 +230,14 @@ def test_image_normalisation():
     with pytest.raises(ValueError):
         preprocess.normalize_image(image.astype(np.float32))
     assert preprocess.resize_frame(np.zeros((10, 20, 3), np.uint8), 8).shape == (8, 8, 3)
+
+
+def test_open_clip_image_tower_backbone():
+    """A user's CLIP image tower as the backbone: patch tokens in the text space become the dense map."""
+    config = dataclasses.replace(TINY, backbone="open_clip", image_size=32)  # the tiny config's ViT: 32 px
+    net = build_model(config).eval()
+    assert net.text_encoder.clip.visual is not net.image_encoder.trunk.visual
+    prev, cur, mel = _inputs(size=32)
+    with torch.no_grad():
+        out = net(prev, cur, mel, net.text_encoder.embed_categories(["a", "b"]), net.scene_embeddings([None] * 2))
+    assert out.decoder.pixel_logits.shape == (2, 3, 4, 4)

@@ -122,3 +122,33 @@ def test_cli_errors_are_clear(synth, tmp_path):
     assert other.returncode != 0 and "not an SSP-OV checkpoint" in other.stderr
     assert "Traceback" not in other.stderr
     assert _run(_cmd("train.py", "--help")).returncode == 0
+
+
+def test_avsbench_layout_trains_without_ground_truth_flow(avsbench_root, tmp_path):
+    """AVSBench-semantic (no flow files) prepares and trains on its base classes: photometric flow loss."""
+    from avss_sdk.data.avsbench import AVSSDataset
+    from avss_sdk.training.data import prepare_frames
+
+    data = prepare_frames(AVSSDataset(avsbench_root, "train", classes="base", load_flow=True), 64, tmp_path / "cache",
+                          progress=False)
+    assert data.flow is None and data.uids == ["v1s_train"]  # v2_train sounds a novel class: dropped
+    assert data.valid[0].tolist() == [True, False, False, False, False]  # v1s train: frame 0 only
+    out = tmp_path / "run"
+    result = _run(_train_args(avsbench_root, out, 3, "data.cache=" + str(tmp_path / "cache")))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all(r["flow"] > 0 for r in _log(out))  # the photometric loss is what trains the flow here
+
+
+from test_avsbench_reader import avsbench_root  # noqa: E402,F401  (the official-layout fixture)
+
+
+def test_torchrun_distributed_data_parallel_on_cpu(synth, tmp_path):
+    """Two processes (gloo on CPU: the same DistributedDataParallel path GPUs take with nccl)."""
+    out = tmp_path / "ddp"
+    train_args = _train_args(synth, out, 2)[1:]  # drop the interpreter: torchrun runs the script
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           *train_args]
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(out / "model.pt")["step"] == 2
+    assert len(_log(out)) == 2  # only rank 0 logs

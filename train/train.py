@@ -8,6 +8,7 @@ With several GPUs: ``torchrun --nproc_per_node N train/train.py --config ...``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         final = train(config, progress=not args.quiet)
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"model written to {final}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"model written to {final}")
     return 0
 
 

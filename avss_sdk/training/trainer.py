@@ -152,7 +152,12 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     dataset = AVSSDataset(config.data.root, split=config.data.split, subsets=config.data.subsets,
                           classes=config.data.classes, load_flow=True)
     cache = config.data.cache or str(Path(config.data.root) / "cache")
-    data: FrameArrays = prepare_frames(dataset, config.model.image_size, cache, progress=progress and rank == 0)
+    if rank == 0:  # one process prepares the cache; the others read it once it is complete
+        data: FrameArrays = prepare_frames(dataset, config.model.image_size, cache, progress=progress)
+    if dist.is_initialized():
+        dist.barrier()
+    if rank != 0:
+        data = prepare_frames(dataset, config.model.image_size, cache, progress=False)
     vocabulary = [dataset.class_names[i] for i in dataset.base_ids] if config.data.classes == "base" \
         else dataset.class_names[1:]
     lookup = label_lookup(data.class_names, vocabulary)
