@@ -1,6 +1,8 @@
 """Stage ``mask_decoder``: audio-visual fusion, sound-source queries, flow-guided masks, open-vocabulary labels.
 
-* Audio-visual fusion: the audio embedding modulates every pixel feature (FiLM).
+* Audio-visual fusion: the audio embedding modulates every pixel feature (FiLM), and
+  its projection into the text space gives a per-pixel correspondence map (cosine
+  with the dense embedding): what is heard, where it is seen.
 * Universal sound-source localization (OV-AVSS): Q learned queries, each shifted by
   the audio embedding, find the objects that may be sounding; a class-agnostic
   *sounding score* per query says whether it is one.
@@ -10,9 +12,11 @@
   pooled under its mask are compared by cosine similarity with the K text embeddings,
   scaled by a learned temperature.
 * Per-pixel labels: every pixel is softly assigned to one query or to a learned "no
-  object" slot (softmax over Q + 1); a query spreads its sounding probability over
-  the K classes. The K + 1 channels are log-probabilities that sum to one, with
-  background first, so channel k + 1 is vocabulary word k and argmax is the label map.
+  object" slot (softmax over Q + 1). Its foreground logit is a dense head plus the
+  sounding logits of its queries; its word logits are the dense embedding's scaled
+  cosine similarity to the K text embeddings plus its queries' class logits. The K + 1
+  output channels are log-probabilities, log P(bg) and log P(fg) + log P(word | fg),
+  background first (see :mod:`avss_sdk.postprocess` for the label decision).
 """
 
 from __future__ import annotations
@@ -25,15 +29,13 @@ from torch import nn
 
 from avss_sdk.modeling.attention import CrossAttention
 
-PROBABILITY_FLOOR = 1e-6
-
-
 class DecoderOutput(NamedTuple):
     pixel_logits: torch.Tensor  # [B, K+1, H, W] log-probabilities, background first
     masks: torch.Tensor  # [B, Q, H, W] per-query mask logits
     class_logits: torch.Tensor  # [B, Q, K] scaled cosine similarities
     sounding: torch.Tensor  # [B, Q] sounding-score logits
     pixel_features: torch.Tensor  # [B, C, H, W] audio-fused features (for the post-mask head)
+    audio_embedding: torch.Tensor  # [B, D] the audio mapped into the text space (unit length)
 
 
 class _DecoderLayer(nn.Module):
@@ -44,9 +46,11 @@ class _DecoderLayer(nn.Module):
         self.self_attention = CrossAttention(dim, dim, dim, heads)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
-    def forward(self, queries: torch.Tensor, pixels: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        queries = queries + self.cross(self.norm_cross(queries), pixels, bias)
-        normed = self.norm_self(queries)
+    def forward(self, queries: torch.Tensor, position: torch.Tensor, pixels: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        # DETR-style: the learned query position joins every attention, so queries stay distinct.
+        queries = queries + self.cross(self.norm_cross(queries) + position, pixels, bias)
+        normed = self.norm_self(queries) + position
         queries = queries + self.self_attention(normed, normed)
         return queries + self.ffn(self.norm_ffn(queries))
 
@@ -65,10 +69,14 @@ class MaskDecoder(nn.Module):
         self.use_premask = use_premask
         self.heads = heads
         self.film = nn.Linear(audio_dim, 2 * hidden_dim)
+        self.audio_to_text = nn.Linear(audio_dim, embed_dim)
+        self.correspondence_feature = nn.Conv2d(1, hidden_dim, 1)
+        self.correspondence_weight = nn.Parameter(torch.tensor(5.0))
         self.premask_feature = nn.Conv2d(1, hidden_dim, 1)
         self.premask_strength = nn.Parameter(torch.full((heads,), 2.0))
         self.pixel_norm = nn.LayerNorm(hidden_dim)
-        self.query_embed = nn.Parameter(torch.randn(num_queries, hidden_dim) * 0.02)
+        self.query_embed = nn.Parameter(torch.randn(num_queries, hidden_dim))
+        self.query_position = nn.Parameter(torch.randn(num_queries, hidden_dim))
         self.audio_to_query = nn.Linear(audio_dim, hidden_dim)
         self.layers = nn.ModuleList(_DecoderLayer(hidden_dim, heads) for _ in range(layers))
         self.out_norm = nn.LayerNorm(hidden_dim)
@@ -78,6 +86,7 @@ class MaskDecoder(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(2.66))  # exp(2.66) ~ 14: a moderate start
         self.no_object_logit = nn.Parameter(torch.tensor(0.0))
+        self.foreground_head = nn.Conv2d(hidden_dim, 1, 1)
 
     def forward(self, features: torch.Tensor, dense_embedding: torch.Tensor, flow: torch.Tensor,
                 audio: torch.Tensor, class_embeddings: torch.Tensor
@@ -90,6 +99,11 @@ class MaskDecoder(nn.Module):
         b, c, h, w = features.shape
         gamma, beta = self.film(audio)[:, :, None, None].chunk(2, dim=1)
         pixels = features * (1 + torch.tanh(gamma)) + beta
+        # Audio-visual correspondence: how much each pixel's text-space embedding looks like
+        # what is heard (the audio mapped into the same space).
+        heard = F.normalize(self.audio_to_text(audio), dim=-1)
+        correspondence = torch.einsum("bdhw,bd->bhw", F.normalize(dense_embedding, dim=1), heard).unsqueeze(1)
+        pixels = pixels + self.correspondence_feature(correspondence)
         bias = None
         if self.use_premask:
             premask = flow_premask(flow)
@@ -99,8 +113,9 @@ class MaskDecoder(nn.Module):
         tokens = self.pixel_norm(pixels.flatten(2).transpose(1, 2))  # [B, HW, C]
 
         queries = self.query_embed.unsqueeze(0) + self.audio_to_query(audio).unsqueeze(1)
+        position = self.query_position.unsqueeze(0)
         for layer in self.layers:
-            queries = layer(queries, tokens, bias)
+            queries = layer(queries, position, tokens, bias)
         queries = self.out_norm(queries)
 
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(queries), pixels)
@@ -113,8 +128,14 @@ class MaskDecoder(nn.Module):
 
         slot_logits = torch.cat([masks, self.no_object_logit.expand(b, 1, h, w)], dim=1)
         assignment = torch.softmax(slot_logits, dim=1)[:, :-1]  # [B, Q, H, W]
-        class_probs = torch.softmax(class_logits, dim=-1) * torch.sigmoid(sounding).unsqueeze(-1)  # [B, Q, K]
-        object_probs = torch.einsum("bqk,bqhw->bkhw", class_probs, assignment)
-        background = (1 - object_probs.sum(1, keepdim=True))
-        probs = torch.cat([background, object_probs], dim=1).clamp_min(PROBABILITY_FLOOR)
-        return DecoderOutput(probs.log(), masks, class_logits, sounding, pixels)
+        # Per pixel: "is a sounding object here" (a dense head plus the sounding score of the
+        # queries the pixel belongs to) and "which word" (the dense embedding's similarity to
+        # the text plus the class scores of those queries), combined as P(bg), P(fg) P(k | fg).
+        foreground = (self.foreground_head(pixels) + self.correspondence_weight * correspondence
+                      + torch.einsum("bq,bqhw->bhw", sounding, assignment).unsqueeze(1))
+        dense_logits = self.logit_scale.exp() * torch.einsum(
+            "bdhw,kd->bkhw", F.normalize(dense_embedding, dim=1), class_embeddings)
+        word_logits = dense_logits + torch.einsum("bqk,bqhw->bkhw", class_logits, assignment)
+        pixel_logits = torch.cat([F.logsigmoid(-foreground),
+                                  F.logsigmoid(foreground) + torch.log_softmax(word_logits, dim=1)], dim=1)
+        return DecoderOutput(pixel_logits, masks, class_logits, sounding, pixels, heard)

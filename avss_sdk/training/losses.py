@@ -36,7 +36,8 @@ class LossWeights:
     mask_dice: float = 2.0
     classification: float = 1.0
     sounding: float = 1.0
-    pixel: float = 1.0
+    pixel: float = 2.0
+    audio_text: float = 1.0
     flow: float = 0.05
     post_mask: float = 0.5
 
@@ -120,11 +121,27 @@ def segmentation_losses(out: DecoderOutput, targets: torch.Tensor, mask_size: in
     return losses
 
 
-def total_loss(output: ForwardOutput, targets: torch.Tensor, flow_target: torch.Tensor | None,
+def audio_text_loss(audio_embedding: torch.Tensor, class_embeddings: torch.Tensor, targets: torch.Tensor,
+                    scale: float = 10.0) -> torch.Tensor:
+    """Multi-label BCE: the heard audio, in the text space, should match each sounding class's text embedding.
+
+    targets [B, H, W] (0 background, k + 1 word k); class_embeddings [K, D].
+    """
+    k = class_embeddings.shape[0]
+    present = torch.zeros(targets.shape[0], k + 1, device=targets.device)
+    flat = targets.flatten(1).clamp_max(k + 1).where(targets.flatten(1) != IGNORE_INDEX, 0)
+    present.scatter_(1, flat, 1.0)
+    logits = scale * (audio_embedding @ class_embeddings.t()) - scale / 2
+    return F.binary_cross_entropy_with_logits(logits, present[:, 1:])
+
+
+def total_loss(output: ForwardOutput, class_embeddings: torch.Tensor, targets: torch.Tensor,
+               flow_target: torch.Tensor | None,
                previous: torch.Tensor, current: torch.Tensor, weights: LossWeights,
                mask_size: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of every loss; also the unweighted parts as floats for the log."""
     losses = segmentation_losses(output.decoder, targets, mask_size)
+    losses["audio_text"] = audio_text_loss(output.decoder.audio_embedding, class_embeddings, targets)
     if flow_target is not None:
         losses["flow"] = flow_loss(output.flow, flow_target)
     else:

@@ -107,10 +107,11 @@ class _TrainingForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: Batch, vocabulary: list[str], scenes: list[str | None]) -> ForwardOutput:
+    def forward(self, batch: Batch, vocabulary: list[str],
+                scenes: list[str | None]) -> tuple[ForwardOutput, torch.Tensor]:
         classes = self.model.text_encoder.embed_categories(vocabulary)
         scene = self.model.scene_embeddings(scenes)
-        return self.model(batch.previous, batch.current, batch.log_mel, classes, scene)
+        return self.model(batch.previous, batch.current, batch.log_mel, classes, scene), classes
 
 
 def _param_groups(model: SSPOV, cfg: OptimConfig) -> list[dict[str, Any]]:
@@ -211,8 +212,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                output = forward(batch, vocabulary, scenes)
-            loss, parts = total_loss(_float_output(output), batch.targets, batch.flow, batch.previous,
+                output, classes = forward(batch, vocabulary, scenes)
+            loss, parts = total_loss(_float_output(output), classes.float(), batch.targets, batch.flow, batch.previous,
                                      batch.current, config.loss, cfg.mask_size)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
