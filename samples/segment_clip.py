@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.ssp_ov import CheckpointError, load_model
+from avss_sdk.postprocess import label_map
 from avss_sdk.preprocess import LOG_MEL_SECONDS, log_mel, normalize_image, resize_frame
 from avss_sdk.viz import legend, overlay
 
@@ -37,7 +38,7 @@ def segment(model, frames: np.ndarray, windows: list[np.ndarray], vocabulary: li
     scenes = model.scene_embeddings([scene] * len(frames))
     logits = model(previous, current, mel, classes, scenes).decoder.pixel_logits
     logits = F.interpolate(logits, size=frames.shape[1:3], mode="bilinear", align_corners=False)
-    return logits.argmax(1).numpy().astype(np.uint8)
+    return label_map(logits.numpy())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,3 +241,28 @@ def test_open_clip_image_tower_backbone():
     with torch.no_grad():
         out = net(prev, cur, mel, net.text_encoder.embed_categories(["a", "b"]), net.scene_embeddings([None] * 2))
     assert out.decoder.pixel_logits.shape == (2, 3, 4, 4)
+
+
+def test_label_decision_is_foreground_first_then_word():
+    from avss_sdk.postprocess import label_map
+
+    # P(bg) = 0.3, the object probability 0.7 split over three similar words: still an object.
+    split = np.log(np.array([0.3, 0.25, 0.24, 0.21]))[:, None, None]
+    # P(bg) = 0.6: background, whatever the words say.
+    background = np.log(np.array([0.6, 0.38, 0.01, 0.01]))[:, None, None]
+    logits = np.concatenate([split, background], axis=2)  # [K+1=4, H=1, W=2]
+    assert np.argmax(logits, axis=0).tolist() == [[0, 0]]  # a flat argmax calls both background
+    assert label_map(logits).tolist() == [[1, 0]]
+    assert label_map(np.stack([logits, logits])).shape == (2, 1, 2)
+    with pytest.raises(ValueError):
+        label_map(np.zeros((1, 4, 4)))
+
+
+def test_pixel_output_is_a_distribution_and_audio_lives_in_the_text_space(model):
+    prev, cur, mel = _inputs()
+    with torch.no_grad():
+        classes = model.text_encoder.embed_categories(["red star", "blue ring", "dog"])
+        out = model(prev, cur, mel, classes, model.scene_embeddings([None, None])).decoder
+    assert out.audio_embedding.shape == (2, model.text_encoder.embed_dim)
+    assert torch.allclose(out.audio_embedding.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.all(out.pixel_logits <= 0)

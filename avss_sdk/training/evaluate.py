@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from avss_sdk.metrics import AVSSMeter, OVMeter
 from avss_sdk.modeling.ssp_ov import SSPOV
+from avss_sdk.postprocess import label_map
 from avss_sdk.training.data import FrameArrays, label_lookup, make_batch
 
 
@@ -50,11 +51,11 @@ def _scores(meter: OVMeter, frames: int) -> SplitScores:
 
 @torch.no_grad()
 def predict(model: SSPOV, previous: torch.Tensor, current: torch.Tensor, log_mel: torch.Tensor,
-            class_embeddings: torch.Tensor, scene_embedding: torch.Tensor) -> torch.Tensor:
+            class_embeddings: torch.Tensor, scene_embedding: torch.Tensor) -> np.ndarray:
     """Label maps [B, H, W] (0 background, k + 1 vocabulary word k) at the input resolution."""
     out = model(previous, current, log_mel, class_embeddings, scene_embedding).decoder
     logits = F.interpolate(out.pixel_logits, size=current.shape[-2:], mode="bilinear", align_corners=False)
-    return logits.argmax(1)
+    return label_map(logits.numpy())
 
 
 @torch.no_grad()
@@ -74,7 +75,7 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
         pairs = frames[start:start + batch_size]
         batch = make_batch(data, pairs, lookup)
         scene = model.scene_embeddings(batch.scenes if scene_text else [None] * len(pairs))
-        labels = predict(model, batch.previous, batch.current, batch.log_mel, classes, scene).numpy()
+        labels = predict(model, batch.previous, batch.current, batch.log_mel, classes, scene)
         targets = batch.targets.numpy()
         for (clip, t), pred, gt in zip(pairs, labels, targets):
             overall.update(pred, gt)
