@@ -84,13 +84,25 @@ class TrainConfig:
                 bad = sorted(set(value or {}) - known)
                 if bad:
                     raise ValueError(f"unknown keys in '{name}': {bad}; known: {sorted(known)}")
-                kwargs[name] = sections[name](**(value or {}))
+                kwargs[name] = sections[name](**_coerce_floats(sections[name], value or {}))
             else:
                 kwargs[name] = value
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _coerce_floats(section: type, values: dict[str, Any]) -> dict[str, Any]:
+    """YAML reads "1e-3" (no dot) as a string: accept it, and ints, where the field is a float."""
+    floats = {f.name for f in dataclasses.fields(section) if isinstance(f.default, float)}
+    out = dict(values)
+    for key in floats & set(values):
+        try:
+            out[key] = float(values[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"{section.__name__}.{key} must be a number, got {values[key]!r}") from None
+    return out
 
 
 def _learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -164,6 +176,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     lookup = label_lookup(data.class_names, vocabulary)
     frames = data.frame_index()
 
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
     model = build_model(config.model).to(device)
     forward = _TrainingForward(model)
     if world > 1:
