@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    for split, clips in (("train", 6), ("test", 3)):
+    for split, clips in (("train", 6), ("val", 2), ("test", 3)):
         rows = [generate_clip(out, split, 0, i, frames=4, size=64) for i in range(clips)]
         write_dataset_files(out, split, 0, rows)
     return out
@@ -108,6 +108,22 @@ def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
             assert 0 <= scores["scores"][key] <= 100
         assert 0 <= scores["avss_miou"] <= 100 and 0 <= scores["avss_fscore"] <= 100
         assert {row["split"] for row in scores["per_class"]} == {"base", "novel"}
+
+
+def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, tmp_path):
+    run, shipped = tmp_path / "run", tmp_path / "shipped.pt"
+    assert _run(_train_args(synth, run, 3)).returncode == 0
+    result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
+                       "--out", str(shipped)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = read_checkpoint(shipped)
+    assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
+    threshold = payload["foreground_threshold"]
+    assert 0 < threshold < 1 and "val harmonic mIoU by threshold" in result.stdout
+    report = tmp_path / "eval.json"
+    assert _run(_cmd("evaluate.py", "--checkpoint", str(shipped), "--data", str(synth), "--json", str(report),
+                     "--scene-text", "none", "--quiet")).returncode == 0
+    assert json.loads(report.read_text())["foreground_threshold"] == threshold
 
 
 def test_cli_errors_are_clear(synth, tmp_path):

@@ -18,6 +18,7 @@ import torch
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import EvaluationResult, evaluate
 
@@ -70,20 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {args.data} has no clips in split {args.split!r}")
     data = prepare_frames(dataset, model.config.image_size, args.cache or Path(args.data) / "cache",
                           progress=not args.quiet)
+    threshold = payload.get("foreground_threshold", FOREGROUND_THRESHOLD)
+    print(f"foreground threshold {threshold}")
     modes = {"both": [True, False], "given": [True], "none": [False]}[args.scene_text]
     results = {}
     for scene_text in modes:
         name = "with_scene_text" if scene_text else "without_scene_text"
         tic = time.perf_counter()
         result = evaluate(model, data, dataset.base_ids, dataset.novel_ids, scene_text, args.batch_size,
-                          progress=not args.quiet)
+                          progress=not args.quiet, threshold=threshold)
         print(format_result(name.replace("_", " "), result) + f"\n  ({time.perf_counter() - tic:.0f} s)")
         results[name] = result.to_dict()
     print(format_classes(result))
     if args.json:
         write_json(args.json, {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "data": str(args.data),
                                "split": args.split, "image_size": model.config.image_size,
-                               "threads": torch.get_num_threads(), "results": results})
+                               "threads": torch.get_num_threads(), "foreground_threshold": threshold,
+                               "results": results})
         print(f"wrote {args.json}")
     return 0
 

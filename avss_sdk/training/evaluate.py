@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from avss_sdk.metrics import AVSSMeter, OVMeter
 from avss_sdk.modeling.ssp_ov import SSPOV
-from avss_sdk.postprocess import label_map
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
 from avss_sdk.training.data import FrameArrays, label_lookup, make_batch
 
 
@@ -50,17 +50,38 @@ def _scores(meter: OVMeter, frames: int) -> SplitScores:
 
 
 @torch.no_grad()
-def predict(model: SSPOV, previous: torch.Tensor, current: torch.Tensor, log_mel: torch.Tensor,
-            class_embeddings: torch.Tensor, scene_embedding: torch.Tensor) -> np.ndarray:
-    """Label maps [B, H, W] (0 background, k + 1 vocabulary word k) at the input resolution."""
+def pixel_log_probs(model: SSPOV, previous: torch.Tensor, current: torch.Tensor, log_mel: torch.Tensor,
+                    class_embeddings: torch.Tensor, scene_embedding: torch.Tensor) -> np.ndarray:
+    """The decoder's per-pixel log-probabilities [B, K+1, H, W], upsampled to the input resolution."""
     out = model(previous, current, log_mel, class_embeddings, scene_embedding).decoder
-    logits = F.interpolate(out.pixel_logits, size=current.shape[-2:], mode="bilinear", align_corners=False)
-    return label_map(logits.numpy())
+    return F.interpolate(out.pixel_logits, size=current.shape[-2:], mode="bilinear", align_corners=False).numpy()
+
+
+@torch.no_grad()
+def calibrate_threshold(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int],
+                        candidates: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
+                        batch_size: int = 32, progress: bool = True) -> tuple[float, dict[float, float]]:
+    """The foreground threshold with the best harmonic mIoU on ``data`` (a validation split, no scene text)."""
+    model.eval()
+    vocabulary = data.class_names[1:]
+    lookup = label_lookup(data.class_names, vocabulary)
+    classes = model.text_encoder.embed_categories(vocabulary)
+    meters = {t: OVMeter(len(data.class_names), base_ids, novel_ids) for t in candidates}
+    frames = data.frame_index()
+    for start in tqdm(range(0, len(frames), batch_size), desc="calibrating", unit="batch", disable=not progress):
+        batch = make_batch(data, frames[start:start + batch_size], lookup)
+        scene = model.scene_embeddings([None] * len(batch.scenes))
+        logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+        for threshold, meter in meters.items():
+            meter.update(label_map(logits, threshold), batch.targets.numpy())
+    scores = {t: 100 * m.compute().harmonic_miou for t, m in meters.items()}
+    return max(scores, key=scores.get), scores
 
 
 @torch.no_grad()
 def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int], scene_text: bool,
-             batch_size: int = 32, progress: bool = True) -> EvaluationResult:
+             batch_size: int = 32, progress: bool = True,
+             threshold: float = FOREGROUND_THRESHOLD) -> EvaluationResult:
     """Segment every valid frame of ``data`` and score it (see the module docstring)."""
     model.eval()
     vocabulary = data.class_names[1:]
@@ -75,7 +96,8 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
         pairs = frames[start:start + batch_size]
         batch = make_batch(data, pairs, lookup)
         scene = model.scene_embeddings(batch.scenes if scene_text else [None] * len(pairs))
-        labels = predict(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+        logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+        labels = label_map(logits, threshold)
         targets = batch.targets.numpy()
         for (clip, t), pred, gt in zip(pairs, labels, targets):
             overall.update(pred, gt)
