@@ -1,8 +1,9 @@
 """Test the method's claims: train and evaluate SSP-OV with each idea switched off.
 
 ``python train/ablate.py`` trains every variant with ``train/configs/ablation.yaml``
-(only the switch under test differs), evaluates each on the test split with the
-clips' scene text (SSP's setting), and writes a table to
+(only the switch under test differs), picks each one's foreground threshold on the
+val split, evaluates each on the test split with the clips' scene text (SSP's
+setting), and writes a table to
 ``benchmarks/results/ablation.md`` (and ``.json``): base / novel / harmonic mIoU,
 AVSS mIoU and F, and mIoU on frames whose sounding objects move / stand still.
 Runs resume like train.py; finished variants are not retrained.
@@ -19,7 +20,7 @@ from pathlib import Path
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.ssp_ov import load_model
 from avss_sdk.training.data import prepare_frames
-from avss_sdk.training.evaluate import evaluate
+from avss_sdk.training.evaluate import calibrate_threshold, evaluate
 from avss_sdk.training.trainer import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,15 +62,20 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = train(config, progress=not args.quiet)
         train_seconds = time.perf_counter() - tic
         model, _ = load_model(checkpoint)
+        cache = config.data.cache or Path(config.data.root) / "cache"
+        val = AVSSDataset(config.data.root, split="val", classes="all", load_flow=False)
+        val_data = prepare_frames(val, config.model.image_size, cache, progress=not args.quiet)
+        threshold, _ = calibrate_threshold(model, val_data, val.base_ids, val.novel_ids, progress=not args.quiet)
         dataset = AVSSDataset(config.data.root, split=args.split, classes="all", load_flow=False)
-        data = prepare_frames(dataset, config.model.image_size, config.data.cache or Path(config.data.root) / "cache",
-                              progress=not args.quiet)
-        result = evaluate(model, data, dataset.base_ids, dataset.novel_ids, scene_text=True, progress=not args.quiet)
+        data = prepare_frames(dataset, config.model.image_size, cache, progress=not args.quiet)
+        result = evaluate(model, data, dataset.base_ids, dataset.novel_ids, scene_text=True, progress=not args.quiet,
+                          threshold=threshold)
         s, m, st = result.scores, result.moving, result.still
         rows.append(f"| {name} | {s.base_miou:.1f} | {s.novel_miou:.1f} | {s.harmonic_miou:.1f} | "
                     f"{result.avss_miou:.1f} | {result.avss_fscore:.1f} | {m.base_miou:.1f} / {m.novel_miou:.1f} | "
                     f"{st.base_miou:.1f} / {st.novel_miou:.1f} |")
-        payload[name] = {"switches": switches, "train_seconds": round(train_seconds), **result.to_dict()}
+        payload[name] = {"switches": switches, "train_seconds": round(train_seconds), "foreground_threshold": threshold,
+                         **result.to_dict()}
         print(rows[-1], flush=True)
 
     header = ["| variant | base mIoU | novel mIoU | harmonic | AVSS mIoU | AVSS F | moving base / novel | "
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python train/ablate.py --config {args.config}` on SynthAVS-OV ({args.split} split, scene text given).",
         f"Setting: {base.model.image_size}px, {base.optim.steps} steps of batch {base.optim.batch_size}, CPU "
-        f"({machine}). Moving / still: frames whose sounding objects all move / all stand still.",
+        f"({machine}). Each variant's foreground threshold is picked on the val split. "
+        "Moving / still: frames whose sounding objects all move / all stand still.",
         "",
         *header, *rows, "",
     ])
