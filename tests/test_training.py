@@ -126,6 +126,19 @@ def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, tmp_path
     assert json.loads(report.read_text())["foreground_threshold"] == threshold
 
 
+def test_ablate_writes_a_table(synth, tmp_path):
+    sets = [*TINY, f"data.root={synth}", "optim.steps=2", f"out={tmp_path / 'runs'}"]
+    out = tmp_path / "ablation"
+    result = _run(_cmd("ablate.py", "--only", "full", "--only", "no flow pre-mask", "--out", str(out), "--quiet",
+                       *[a for s in sets for a in ("--set", s)]))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (out.with_suffix(".md")).read_text()
+    assert "| full |" in table and "| no flow pre-mask |" in table and "no scene prompt" not in table
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["no flow pre-mask"]["switches"] == ["model.use_premask=false"]
+    assert (tmp_path / "runs" / "no_flow_pre_mask" / "model.pt").is_file()
+
+
 def test_cli_errors_are_clear(synth, tmp_path):
     bad_key = _run(_cmd("train.py", "--set", "model.hidden_dims=3", "--out", str(tmp_path / "x")))
     assert bad_key.returncode != 0 and "unknown keys in 'model'" in bad_key.stderr
