@@ -8,6 +8,7 @@ trained here on SynthAVS text; a real CLIP is the same call with a model name su
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -28,7 +29,16 @@ def create_open_clip(model_name: str, checkpoint: str | None) -> nn.Module:
         raise ValueError(f"unknown open_clip model {model_name!r}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"CLIP checkpoint not found: {checkpoint}")
-    return open_clip.create_model(model_name, pretrained=checkpoint)
+    if checkpoint is not None:
+        return open_clip.create_model(model_name, pretrained=checkpoint)
+    # Without a checkpoint open_clip warns "initialized randomly", which misleads when the
+    # weights come next from an SSP-OV checkpoint; the caller knows what it asked for.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        return open_clip.create_model(model_name, pretrained=None)
+    finally:
+        logging.disable(previous)
 
 
 class TextEncoder(nn.Module):
