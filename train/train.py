@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, args.set, args.out)
     try:
         final = train(config, progress=not args.quiet)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     if os.environ.get("RANK", "0") == "0":
         print(f"model written to {final}")

@@ -193,7 +193,11 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         payload = read_checkpoint(last)
         if payload.get("train_config", {}).get("model") != dataclasses.asdict(config.model):
             raise ValueError(f"{last} was trained with another model config; use a new --out or delete it")
-        model.load_state_dict(payload["model"])
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as error:
+            raise ValueError(f"{last} does not fit this code's model (was it trained by another version?); "
+                             f"use a new --out or delete it. {str(error).splitlines()[-1].strip()}") from None
         optimizer.load_state_dict(payload["optimizer"])
         if scaler.is_enabled():
             scaler.load_state_dict(payload["scaler"])
