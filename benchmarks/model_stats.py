@@ -21,7 +21,7 @@ from avss_sdk.preprocess import MEL_BANDS, MEL_FRAMES
 
 
 def _gflops(fn) -> float:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter:  # with grad on: its module tracker needs autograd
         fn()
     return counter.get_total_flops() / 1e9
 

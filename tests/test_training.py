@@ -139,6 +139,25 @@ def test_ablate_writes_a_table(synth, tmp_path):
     assert (tmp_path / "runs" / "no_flow_pre_mask" / "model.pt").is_file()
 
 
+def test_segment_clip_sample_and_model_stats(synth, tmp_path):
+    run = tmp_path / "run"
+    assert _run(_train_args(synth, run, 2)).returncode == 0
+    picture = tmp_path / "seg.png"
+    result = _run([sys.executable, str(ROOT / "samples" / "segment_clip.py"), "--checkpoint", str(run / "model.pt"),
+                   "--data", str(synth), "--index", "1", "--out", str(picture)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    import cv2
+
+    image = cv2.imread(str(picture))
+    assert image.shape == (3 * 64, 4 * 64, 3)  # frames, truth, prediction x 4 frames
+    bad_vocab = _run([sys.executable, str(ROOT / "samples" / "segment_clip.py"), "--checkpoint", str(run / "model.pt"),
+                      "--data", str(synth), "--vocab", " , "])
+    assert bad_vocab.returncode != 0 and "--vocab is empty" in bad_vocab.stderr
+    stats = _run([sys.executable, str(ROOT / "benchmarks" / "model_stats.py"), "--checkpoint", str(run / "model.pt")])
+    assert stats.returncode == 0, stats.stderr[-2000:]
+    assert "| image_encoder |" in stats.stdout and "**per frame**" in stats.stdout
+
+
 def test_cli_errors_are_clear(synth, tmp_path):
     bad_key = _run(_cmd("train.py", "--set", "model.hidden_dims=3", "--out", str(tmp_path / "x")))
     assert bad_key.returncode != 0 and "unknown keys in 'model'" in bad_key.stderr
