@@ -15,11 +15,19 @@ import numpy as np
 FOREGROUND_THRESHOLD = 0.5
 
 
-def label_map(pixel_logits: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
-    """[..., K+1, H, W] log-probabilities -> [..., H, W] labels (0 background, k + 1 vocabulary word k)."""
+def foreground_and_words(pixel_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[..., K+1, H, W] log-probabilities -> (P(object) [..., H, W], most likely word k + 1 [..., H, W])."""
     logits = np.asarray(pixel_logits)
     if logits.ndim < 3 or logits.shape[-3] < 2:
         raise ValueError(f"expected [..., K+1, H, W] with K >= 1, got {logits.shape}")
-    foreground = 1.0 - np.exp(logits[..., 0, :, :])
-    words = np.argmax(logits[..., 1:, :, :], axis=-3) + 1
+    return 1.0 - np.exp(logits[..., 0, :, :]), np.argmax(logits[..., 1:, :, :], axis=-3) + 1
+
+
+def decide(foreground: np.ndarray, words: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
+    """Labels from :func:`foreground_and_words`: the word where P(object) > threshold, else 0."""
     return np.where(foreground > threshold, words, 0).astype(np.int64)
+
+
+def label_map(pixel_logits: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
+    """[..., K+1, H, W] log-probabilities -> [..., H, W] labels (0 background, k + 1 vocabulary word k)."""
+    return decide(*foreground_and_words(pixel_logits), threshold)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from avss_sdk.metrics import AVSSMeter, OVMeter
 from avss_sdk.modeling.ssp_ov import SSPOV
-from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD, decide, foreground_and_words, label_map
 from avss_sdk.training.data import FrameArrays, label_lookup, make_batch
 
 
@@ -72,8 +72,9 @@ def calibrate_threshold(model: SSPOV, data: FrameArrays, base_ids: list[int], no
         batch = make_batch(data, frames[start:start + batch_size], lookup)
         scene = model.scene_embeddings([None] * len(batch.scenes))
         logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+        foreground, words = foreground_and_words(logits)
         for threshold, meter in meters.items():
-            meter.update(label_map(logits, threshold), batch.targets.numpy())
+            meter.update(decide(foreground, words, threshold), batch.targets.numpy())
     scores = {t: 100 * m.compute().harmonic_miou for t, m in meters.items()}
     return max(scores, key=scores.get), scores
 
