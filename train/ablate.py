@@ -36,6 +36,26 @@ VARIANTS = {
 }
 
 
+def write_table(path: Path, config: str, base, split: str, rows: list[str], payload: dict) -> None:
+    """Write the markdown table and the JSON (again after every variant, so a cut-short run keeps its rows)."""
+    header = ["| variant | base mIoU | novel mIoU | harmonic | AVSS mIoU | AVSS F | moving base / novel | "
+              "still base / novel |", "|---|---|---|---|---|---|---|---|"]
+    machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
+    text = "\n".join([
+        "# Ablation: SSP-OV with each idea switched off",
+        "",
+        f"`python train/ablate.py --config {config}` on SynthAVS-OV ({split} split, scene text given).",
+        f"Setting: {base.model.image_size}px, {base.optim.steps} steps of batch {base.optim.batch_size}, CPU "
+        f"({machine}). Each variant's foreground threshold is picked on the val split. "
+        "Moving / still: frames whose sounding objects all move / all stand still.",
+        "",
+        *header, *rows, "",
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".md").write_text(text, encoding="utf-8")
+    write_json(path.with_suffix(".json"), payload)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="train/configs/ablation.yaml")
@@ -77,25 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         payload[name] = {"switches": switches, "train_seconds": round(train_seconds), "foreground_threshold": threshold,
                          **result.to_dict()}
         print(rows[-1], flush=True)
+        write_table(Path(args.out), args.config, base, args.split, rows, payload)
 
-    header = ["| variant | base mIoU | novel mIoU | harmonic | AVSS mIoU | AVSS F | moving base / novel | "
-              "still base / novel |", "|---|---|---|---|---|---|---|---|"]
-    machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
-    text = "\n".join([
-        "# Ablation: SSP-OV with each idea switched off",
-        "",
-        f"`python train/ablate.py --config {args.config}` on SynthAVS-OV ({args.split} split, scene text given).",
-        f"Setting: {base.model.image_size}px, {base.optim.steps} steps of batch {base.optim.batch_size}, CPU "
-        f"({machine}). Each variant's foreground threshold is picked on the val split. "
-        "Moving / still: frames whose sounding objects all move / all stand still.",
-        "",
-        *header, *rows, "",
-    ])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text, encoding="utf-8")
-    write_json(out.with_suffix(".json"), payload)
-    print(f"wrote {out.with_suffix('.md')}")
+    print(f"wrote {Path(args.out).with_suffix('.md')}")
     return 0
 
 
