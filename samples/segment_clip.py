@@ -20,14 +20,14 @@ import torch.nn.functional as F
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.ssp_ov import CheckpointError, load_model
-from avss_sdk.postprocess import label_map
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
 from avss_sdk.preprocess import LOG_MEL_SECONDS, log_mel, normalize_image, resize_frame
 from avss_sdk.viz import legend, overlay
 
 
 @torch.no_grad()
 def segment(model, frames: np.ndarray, windows: list[np.ndarray], vocabulary: list[str],
-            scene: str | None) -> np.ndarray:
+            scene: str | None, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
     """Label maps [T, H, W] (0 background, k + 1 for vocabulary[k]) of RGB frames [T, H, W, 3], causally."""
     size = model.config.image_size
     small = np.stack([resize_frame(f, size) for f in frames])
@@ -38,7 +38,7 @@ def segment(model, frames: np.ndarray, windows: list[np.ndarray], vocabulary: li
     scenes = model.scene_embeddings([scene] * len(frames))
     logits = model(previous, current, mel, classes, scenes).decoder.pixel_logits
     logits = F.interpolate(logits, size=frames.shape[1:3], mode="bilinear", align_corners=False)
-    return label_map(logits.numpy())
+    return label_map(logits.numpy(), threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("segmented.png"))
     args = parser.parse_args(argv)
     try:
-        model, _ = load_model(args.checkpoint)
+        model, payload = load_model(args.checkpoint)
         data = AVSSDataset(args.data, args.split)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         parser.error(str(error))
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--vocab is empty")
     clip = data[args.index]
     windows = [clip.audio_window(i, LOG_MEL_SECONDS) for i in range(len(clip.frames))]
-    predicted = segment(model, clip.frames, windows, vocabulary, clip.scene if args.scene else None)
+    threshold = payload.get("foreground_threshold", FOREGROUND_THRESHOLD)  # calibrated when shipped
+    predicted = segment(model, clip.frames, windows, vocabulary, clip.scene if args.scene else None, threshold)
 
     names = ["background", *vocabulary]
     dimmed = (clip.frames * 0.35).astype(np.uint8)
