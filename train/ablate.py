@@ -6,7 +6,8 @@ val split, evaluates each on the test split with the clips' scene text (SSP's
 setting), and writes a table to
 ``benchmarks/results/ablation.md`` (and ``.json``): base / novel / harmonic mIoU,
 AVSS mIoU and F, and mIoU on frames whose sounding objects move / stand still.
-Runs resume like train.py; finished variants are not retrained.
+Runs resume like train.py; finished variants with the same setting are not retrained
+(another setting needs another ``--set out=DIR``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import load_model
+from avss_sdk.modeling.ssp_ov import load_model, read_checkpoint
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import calibrate_threshold, evaluate
 from avss_sdk.training.trainer import train
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             config.data.root = args.data
         tic = time.perf_counter()
         checkpoint = Path(config.out) / "model.pt"
+        if checkpoint.is_file() and read_checkpoint(checkpoint).get("train_config") != config.to_dict():
+            raise SystemExit(f"{checkpoint} was trained with another setting; choose a new folder with "
+                             f"--set out=DIR")
         if not checkpoint.is_file():
             checkpoint = train(config, progress=not args.quiet)
         train_seconds = time.perf_counter() - tic
