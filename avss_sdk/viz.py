@@ -36,13 +36,18 @@ def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha
     return out
 
 
-def legend(image: np.ndarray, names: list[str]) -> np.ndarray:
-    """Draw a colour key for ``names`` in the top-left corner of an RGB image (in place) and return it."""
+def legend(image: np.ndarray, names: list[str], colors: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Draw a colour key for ``names`` in the top-left corner of an RGB image (in place) and return it.
+
+    Each entry's colour is ``class_color(name)`` unless ``colors`` gives it (for entries such
+    as "dog 0.83" whose text is not the class name).
+    """
+    colors = colors if colors is not None else [class_color(name) for name in names]
     scale = max(image.shape[0] / 480, 0.8)
     line = int(22 * scale)
     for row, name in enumerate(names):
         y = 6 + row * line
-        cv2.rectangle(image, (6, y), (6 + line - 6, y + line - 6), class_color(name), thickness=-1)
+        cv2.rectangle(image, (6, y), (6 + line - 6, y + line - 6), colors[row], thickness=-1)
         origin = (10 + line, y + line - 8)
         for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # dark outline keeps text readable
             cv2.putText(image, name, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, color,
