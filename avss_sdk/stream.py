@@ -1,0 +1,456 @@
+"""Stream: capture, audio/video pairing, vocabulary swaps and segmentation, frame after frame.
+
+    with Stream(camera=0, vocab=["dog", "guitar", "person speaking"]) as stream:
+        for result in stream:          # until the source ends, stream.stop(), or Ctrl-C
+            cv2.imshow("avss", result.plot()[..., ::-1])
+            if user_typed_words:
+                stream.set_vocab(words)  # prepared in the background; the stream never stalls
+
+Where video and audio come from, and on which clock they are paired (a frame is paired
+with the ``LOG_MEL_SECONDS`` of audio that end at its timestamp, on one clock):
+
+* ``camera`` and ``mic`` (the default): ``CameraSource`` and ``MicrophoneSource``, both on
+  ``time.monotonic()``. The camera keeps only its newest frame (``every_frame=True``
+  queues them); the audio of a frame reaches the microphone's buffer about the device's
+  latency after the frame, so pairing waits that long for it, never longer.
+* ``source="clip.mp4"`` (a file or URL): ``FileSource`` gives video and audio on the
+  file's own media clock. Frames are processed as fast as the model runs, every one
+  (``realtime=True`` paces them at the file's frame rate instead).
+* ``audio=`` replaces the audio of either:
+  - a microphone index: with a camera it is the same as ``mic=``; with a file the file is
+    *played as if live*: each frame is released at its media time on the monotonic clock
+    and stamped with that time, paired with what the microphone heard then, and a frame
+    that is already late when the next one is due is dropped like a camera's
+    (``every_frame=True`` keeps them all);
+  - a media file path: its first audio track is *dubbed* over the video: the track's time
+    0 is the time of the stream's first frame, on the stream's clock, whether the video
+    is a camera or a file; after its end the audio is silence. The track is decoded
+    whole at start (about 230 MB an hour), so this is meant for clips.
+* ``source=`` and ``audio=`` also take source objects (``capture.VideoSource`` /
+  ``capture.AudioSource``); those stay the caller's to close. A video and an audio source
+  on different clocks that the rules above cannot pair raise ``StreamError``.
+
+Vocabulary and scene changes while running: ``set_vocab`` checks the words in the calling
+thread (empty, not strings, duplicates, too many: ``VocabularyError`` at once), then a
+background worker runs the text encoder (``Segmenter.prepare_vocab``, hundreds of ms when
+the words are new) and the frame loop switches to it (``Segmenter.use``, O(1)) before the
+first frame after it is ready. Frames keep coming with the old words meanwhile. The
+returned ``Future`` resolves when the vocabulary is ready; a failure there (one that only
+the text encoder finds) is kept in the future and also issued as a warning, and the
+stream goes on with the previous words.
+
+Threads: the camera's capture thread, PortAudio's callback thread and the vocabulary
+worker; ``close()`` (idempotent; also the end of the source, an error in the loop,
+Ctrl-C, and leaving a ``with`` block) ends every one of them. Ctrl-C closes the stream
+and then lets ``KeyboardInterrupt`` through, as Python does.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from avss_sdk.capture import (
+    AudioSource,
+    CameraError,
+    CameraSource,
+    FileSource,
+    Frame,
+    MicrophoneSource,
+    VideoSource,
+)
+from avss_sdk.media import audio_window, read_audio
+from avss_sdk.preprocess import LOG_MEL_SECONDS
+from avss_sdk.result import Result
+from avss_sdk.segmenter import Segmenter, VocabularyError
+
+# How often a wait for a camera frame checks whether the stream was stopped.
+_POLL_SECONDS = 0.1
+# Extra time, beyond the microphone's reported latency, that pairing waits for a frame's audio.
+_AUDIO_WAIT_MARGIN = 0.05
+# Results over which ``fps`` is measured.
+_FPS_WINDOW = 30
+
+
+class StreamError(ValueError):
+    """A stream that cannot work as asked: no video source, or video and audio on clocks that cannot be paired."""
+
+
+def check_vocabulary(words: Sequence[str], max_words: int | None = None) -> list[str]:
+    """The vocabulary as the model will get it: each word stripped of surrounding whitespace.
+
+    Raises ``VocabularyError`` for what can be told without the text encoder: a single
+    string instead of a list, anything that is not a string, an empty list or word, a word
+    given twice (case-insensitively: they would split one object's pixels between them),
+    and more than ``max_words`` words. Any Unicode text is a word.
+    """
+    if isinstance(words, (str, bytes)):
+        raise VocabularyError(f"vocab must be a list of words, e.g. ['dog', 'guitar'], not one string: {words!r}")
+    try:
+        words = list(words)
+    except TypeError:
+        raise VocabularyError(f"vocab must be a list of words, got {type(words).__name__}") from None
+    if not words:
+        raise VocabularyError("vocab is empty: give at least one word")
+    checked: list[str] = []
+    seen: dict[str, str] = {}
+    for word in words:
+        if not isinstance(word, str):
+            raise VocabularyError(f"vocab words must be strings, got {word!r} ({type(word).__name__})")
+        stripped = word.strip()
+        if not stripped:
+            raise VocabularyError(f"vocab has an empty word: {words!r}")
+        key = stripped.casefold()
+        if key in seen:
+            raise VocabularyError(f"vocab has {stripped!r} twice (as {seen[key]!r} too)")
+        seen[key] = stripped
+        checked.append(stripped)
+    if max_words is not None and len(checked) > max_words:
+        raise VocabularyError(f"vocab has {len(checked)} words; this model takes at most {max_words}")
+    return checked
+
+
+class _PacedFile:
+    """A ``FileSource`` whose frames are released at their media time, measured from the first frame.
+
+    With ``restamp`` the frames carry the monotonic time they were due (clock "monotonic"),
+    so they pair with a live microphone; else their media time. With ``drop_late`` a frame
+    whose successor is already due is skipped (the consumer fell behind), as a camera does.
+    Waiting ends early when ``stop`` is set.
+    """
+
+    def __init__(self, source: FileSource, stop: threading.Event, restamp: bool, drop_late: bool) -> None:
+        self.source = source
+        self.clock = "monotonic" if restamp else source.clock
+        self._stop = stop
+        self._restamp = restamp
+        self._drop_late = drop_late
+        self._period = 1.0 / source.fps if source.fps else 0.0
+        self._origin: float | None = None  # monotonic time of media time 0
+
+    def read(self) -> Frame | None:
+        while (frame := self.source.read()) is not None:
+            now = time.monotonic()
+            if self._origin is None:
+                self._origin = now - frame.timestamp
+            due = self._origin + frame.timestamp
+            if self._drop_late and now - due > self._period:
+                continue
+            if due > now and self._stop.wait(due - now):
+                return None
+            return Frame(frame.image, due, frame.index) if self._restamp else frame
+        return None
+
+class _DubbedAudio:
+    """A media file's audio track on the stream's clock: its time 0 is ``origin`` (set at the first frame)."""
+
+    def __init__(self, path: str | Path, clock: str) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self.track = read_audio(path)
+        self.origin = 0.0
+
+    def window(self, end_time: float, seconds: float = LOG_MEL_SECONDS) -> np.ndarray:
+        return audio_window(self.track, end_time - self.origin, seconds=seconds)
+
+    def close(self) -> None:
+        """Nothing to release: the track is in memory."""
+
+
+class Stream:
+    """Segment a live or recorded audio-visual stream: an iterator of ``Result``s and a context manager.
+
+    ``camera`` is an OpenCV camera index or URL; ``mic`` a sounddevice input device index or
+    name (None: the system's default microphone). ``source`` (a file, URL or VideoSource)
+    replaces the camera; ``audio`` (a microphone index, a file, or an AudioSource) replaces
+    the audio; see the module docstring for how they pair. ``vocab``, ``scene``,
+    ``engines``, ``backend`` and ``flow`` go to the ``Segmenter``; pass ``segmenter=`` to
+    reuse one already loaded (the stream then sets its vocabulary and scene when given,
+    and calls its ``reset()``). ``frame_timeout``: seconds without a camera frame before
+    ``CameraError``.
+
+    Attributes: ``fps`` (results per second over the last 30), ``backend``, ``dropped``
+    (frames the source produced that were not segmented, from gaps in ``Frame.index``),
+    ``frames`` (results so far), ``clock``, ``vocab`` and ``scene`` (in use).
+    """
+
+    def __init__(
+        self,
+        camera: int | str | None = 0,
+        mic: int | str | None = None,
+        vocab: Sequence[str] = (),
+        scene: str | None = None,
+        engines: str | Path | None = None,
+        backend: str = "auto",
+        source: str | Path | VideoSource | None = None,
+        audio: int | str | Path | AudioSource | None = None,
+        flow: str = "model",
+        every_frame: bool = False,
+        realtime: bool = False,
+        segmenter: Segmenter | None = None,
+        frame_timeout: float = 10.0,
+    ) -> None:
+        self._stop = threading.Event()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._loop_lock = threading.RLock()  # held while a frame is read and segmented
+        self._owned: list = []  # sources this stream opened, closed by it
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: dict[str, object] = {}
+        self._pending_lock = threading.Lock()
+        self._frame_timeout = frame_timeout
+        self._result_times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
+        self._last_index: int | None = None
+        self._first_timestamp: float | None = None
+        self.dropped = 0
+        self.frames = 0
+
+        if source is None and camera is None:
+            raise StreamError("no video: give camera= (an index or URL) or source= (a file or URL)")
+        if segmenter is None:
+            words = check_vocabulary(vocab)
+            self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
+        else:
+            self.segmenter = segmenter
+            if vocab:
+                segmenter.set_vocab(self._checked(vocab))
+            if scene is not None:
+                segmenter.set_scene(scene)
+            segmenter.reset()
+        self._max_words = getattr(self.segmenter.manifest, "max_vocab", None)
+        try:
+            self._video, self._audio = self._open(camera, mic, source, audio, every_frame, realtime)
+        except BaseException:
+            self._close_sources()
+            raise
+        self.clock: str = self._video.clock
+        self._audio_wait = (
+            self._audio.latency + _AUDIO_WAIT_MARGIN if isinstance(self._audio, MicrophoneSource) else 0.0
+        )
+
+    # --- opening the sources ----------------------------------------------------------
+
+    def _own(self, source):
+        self._owned.append(source)
+        return source
+
+    def _open(self, camera, mic, source, audio, every_frame: bool, realtime: bool) -> tuple:
+        """The video and audio sources, opened and paired by the rules of the module docstring."""
+        microphone = audio if isinstance(audio, int) and not isinstance(audio, bool) else None
+        audio_file = audio if isinstance(audio, (str, Path)) else None
+        if audio_file is not None and "://" not in str(audio_file) and not Path(audio_file).is_file():
+            raise FileNotFoundError(f"audio file not found: {audio_file}")
+
+        if source is None:
+            video = self._own(CameraSource(camera, every_frame=every_frame))
+        elif isinstance(source, (str, Path)):
+            video = self._own(FileSource(source))
+        else:
+            video = source
+        live = microphone is not None or (source is None and audio is None)
+        if isinstance(video, FileSource) and (realtime or live):
+            video = _PacedFile(video, self._stop, restamp=live, drop_late=live and not every_frame)
+
+        if live:
+            device = microphone if microphone is not None else mic
+            sound: AudioSource = self._own(MicrophoneSource(device))
+        elif audio_file is not None:
+            sound = _DubbedAudio(audio_file, video.clock)
+        elif audio is not None:
+            sound = audio
+        elif isinstance(video, (FileSource, _PacedFile)):
+            sound = video.source if isinstance(video, _PacedFile) else video
+        else:
+            raise StreamError(f"no audio for video source {video!r}: give audio= (a microphone index, a file or an AudioSource)")
+        if sound.clock != video.clock:
+            raise StreamError(
+                f"video on the {video.clock!r} clock cannot be paired with audio on the {sound.clock!r} clock; "
+                "only a FileSource (or a file path) can be paced as live to pair with a microphone"
+            )
+        return video, sound
+
+    # --- vocabulary and scene -------------------------------------------------------------
+
+    def _checked(self, words: Sequence[str]) -> list[str]:
+        return check_vocabulary(words, getattr(self.segmenter.manifest, "max_vocab", None))
+
+    def set_vocab(self, words: Sequence[str]) -> Future:
+        """Switch to a new vocabulary without stalling: checked now, prepared in the background.
+
+        Raises ``VocabularyError`` at once for what ``check_vocabulary`` finds. The returned
+        future resolves to the prepared ``Vocabulary``; the first frame segmented after
+        that uses it.
+        """
+        return self._submit("vocabulary", self.segmenter.prepare_vocab, self._checked(words))
+
+    def set_scene(self, text: str | None) -> Future:
+        """Switch to a new scene description (None: none) the way ``set_vocab`` switches words."""
+        if text is not None and not isinstance(text, str):
+            raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
+        return self._submit("scene", self.segmenter.prepare_scene, text)
+
+    def _submit(self, kind: str, prepare: Callable, argument) -> Future:
+        """Run ``prepare(argument)`` on the worker; its result becomes the pending ``kind``."""
+        if self._closed:
+            raise StreamError("the stream is closed")
+
+        def job():
+            prepared = prepare(argument)
+            with self._pending_lock:
+                self._pending[kind] = prepared  # a later request, finished later, replaces it
+            return prepared
+
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avss-vocab")
+        future = self._worker.submit(job)
+        future.add_done_callback(_warn_on_failure(kind, argument))
+        return future
+
+    def _apply_pending(self) -> None:
+        """Switch the segmenter to what the worker prepared since the last frame (loop thread only)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self.segmenter.use(**pending)
+
+    @property
+    def vocab(self) -> list[str]:
+        """The words in use now."""
+        return list(self.segmenter.vocab)
+
+    @property
+    def scene(self) -> str | None:
+        """The scene description in use now."""
+        return self.segmenter.scene
+
+    @property
+    def backend(self) -> str:
+        """The inference backend the segmenter runs on."""
+        return self.segmenter.backend_name
+
+    @property
+    def fps(self) -> float:
+        """Results per second over the last ``_FPS_WINDOW`` results (0 before the second)."""
+        times = self._result_times
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+    # --- the frame loop -------------------------------------------------------------------
+
+    def _read_frame(self) -> Frame | None:
+        """The next frame, or None once the source ended or the stream was stopped."""
+        if not isinstance(self._video, CameraSource):
+            return None if self._stop.is_set() else self._video.read()
+        deadline = time.monotonic() + self._frame_timeout
+        while not self._stop.is_set():
+            try:
+                return self._video.read(timeout=_POLL_SECONDS)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise CameraError(
+                        f"camera {self._video.source!r} delivered no frame in {self._frame_timeout} s"
+                    ) from None
+        return None
+
+    def _audio_for(self, frame: Frame) -> np.ndarray:
+        """The audio that ends at the frame's timestamp (waiting up to the microphone's latency for it)."""
+        if self._first_timestamp is None:
+            self._first_timestamp = frame.timestamp
+            if isinstance(self._audio, _DubbedAudio) and self.clock == "monotonic":
+                self._audio.origin = frame.timestamp
+        if self._audio_wait:
+            return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS, timeout=self._audio_wait)
+        return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS)
+
+    def _step(self, segment: bool) -> Result | tuple[Frame, np.ndarray]:
+        """One frame: read, pair with audio, and (``segment``) segment it; StopIteration at the end."""
+        with self._loop_lock:
+            if self._closed:
+                raise StopIteration
+            try:
+                frame = self._read_frame()
+                if frame is None:
+                    raise StopIteration
+                audio = self._audio_for(frame)
+                if self._last_index is not None:
+                    self.dropped += max(0, frame.index - self._last_index - 1)
+                self._last_index = frame.index
+                if not segment:
+                    return frame, audio
+                self._apply_pending()
+                result = self.segmenter.segment(frame.image, audio, frame.timestamp, frame.index)
+            except BaseException:  # the end, an error, or Ctrl-C: release everything first
+                self.close()
+                raise
+            self.frames += 1
+            self._result_times.append(time.monotonic())
+            return result
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Result:
+        return self._step(segment=True)
+
+    def pairs(self) -> Iterator[tuple[Frame, np.ndarray]]:
+        """The frames with their audio windows (16 kHz mono, ``LOG_MEL_SECONDS``), without segmenting.
+
+        For recording, checking synchronisation or another model; it consumes the same
+        source as iterating over the stream does.
+        """
+        while True:
+            try:
+                yield self._step(segment=False)
+            except StopIteration:
+                return
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the stream to end (from any thread): iteration stops after the frame in progress."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop, end the vocabulary worker and every capture thread, release the sources (idempotent).
+
+        From another thread, it waits for the frame in progress to finish first.
+        """
+        self._stop.set()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+        with self._loop_lock:
+            self._close_sources()
+
+    def _close_sources(self) -> None:
+        while self._owned:
+            self._owned.pop().close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_owned", None) is not None and not getattr(self, "_closed", True):
+            self.close()
+
+
+def _warn_on_failure(kind: str, argument) -> Callable[[Future], None]:
+    """A done-callback that warns when preparing a vocabulary or scene failed (the stream keeps the old one)."""
+
+    def callback(future: Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            warnings.warn(f"{kind} {argument!r} could not be prepared, keeping the previous one: {future.exception()}")
+
+    return callback
