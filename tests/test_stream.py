@@ -1,0 +1,475 @@
+"""Stream: real sources, the real segmenter (shipped model), a PulseAudio virtual microphone.
+
+Nothing is mocked: files are written with PyAV, the microphone is a PulseAudio null sink
+recorded through PortAudio (tests/virtual_mic.py), audio is played into it through a
+PortAudio output stream whose DAC times say when each sample was played, and every
+frame goes through the shipped model. There is no camera here: a live camera is stood
+in for by a file paced at its frame rate on the monotonic clock (what ``audio=<mic>``
+does with a file), and the camera's own behaviour is tested in test_capture.py.
+"""
+
+from __future__ import annotations
+
+import _thread
+import fractions
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from avss_sdk.capture import CameraError, CameraSource, FileSource
+from avss_sdk.media import SAMPLE_RATE, read_audio
+from avss_sdk.preprocess import LOG_MEL_SAMPLES
+from avss_sdk.segmenter import Segmenter, VocabularyError
+from avss_sdk.stream import Stream, StreamError, check_vocabulary
+from virtual_mic import virtual_mic  # noqa: F401  (the fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "samples" / "demo_clip.mp4"
+DEMO_WORDS = json.loads(DEMO.with_suffix(".json").read_text())["vocab"]
+FPS = 10
+ONSETS = (0.5, 1.7, 2.9)  # tone onsets (s): on frame times, further apart than a window
+SYNC_TOLERANCE = 0.02  # a file's audio window must end within 20 ms of its frame
+
+
+def avss_threads() -> set[threading.Thread]:
+    """Live threads this package starts (camera capture, vocabulary worker)."""
+    return {t for t in threading.enumerate() if t.name.startswith("avss") and t.is_alive()}
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def write_tone_clip(path: Path, frames: int = 40, fps: int = FPS, size: tuple[int, int] = (64, 48),
+                    audio_rate: int = 48000) -> Path:
+    """H.264 video of ``frames`` grey frames and AAC audio holding 1 kHz bursts that start at ONSETS."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("h264", rate=fps)
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        audio = out.add_stream("aac", rate=audio_rate, layout="mono")
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), (5 * k) % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, fractions.Fraction(1, fps)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        track = tone_track(frames / fps, audio_rate)
+        for start in range(0, track.size, 1024):
+            frame = av.AudioFrame.from_ndarray(track[None, start : start + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = audio_rate, start, fractions.Fraction(1, audio_rate)
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode())
+    return path
+
+
+def tone_track(seconds: float, rate: int) -> np.ndarray:
+    """0.2 s 1 kHz bursts starting at ONSETS, silence elsewhere."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    track = np.zeros(t.size, np.float32)
+    for onset in ONSETS:
+        on = (t >= onset) & (t < onset + 0.2)
+        track[on] = 0.5 * np.sin(2 * np.pi * 1000 * (t[on] - onset))
+    return track
+
+
+def onset_end_times(pairs, onsets) -> list[tuple[float, float]]:
+    """(frame timestamp, time at which its window ends, measured from the tone onset found in it).
+
+    Only windows whose tone onset lies inside them count, at least 25 ms after the start
+    and before the end, so that the onset is unambiguous.
+    """
+    measured = []
+    for frame, window in pairs:
+        loud = np.flatnonzero(np.abs(window) > 0.1)
+        if loud.size == 0 or loud[0] < 0.025 * SAMPLE_RATE:
+            continue
+        first = loud[0]
+        after = window.size - first  # samples from the onset to the end of the window
+        if after < 0.025 * SAMPLE_RATE:
+            continue
+        onset = min(onsets, key=lambda o: abs(o - (frame.timestamp - after / SAMPLE_RATE)))
+        measured.append((frame.timestamp, onset + after / SAMPLE_RATE))
+    return measured
+
+
+def label_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Mean over frames of the mean IoU over the labels either map has (1 where both are background)."""
+    scores = []
+    for x, y in zip(a, b, strict=True):
+        labels = (set(np.unique(x)) | set(np.unique(y))) - {0}
+        scores.append(np.mean([((x == c) & (y == c)).sum() / ((x == c) | (y == c)).sum() for c in labels])
+                      if labels else 1.0)
+    return float(np.mean(scores))
+
+
+class Player:
+    """Plays a signal on PortAudio's default output (the virtual microphone's sink) in a thread.
+
+    ``start_time`` is the monotonic time of its first sample (from PortAudio's DAC time);
+    ``latency`` the output latency.
+    """
+
+    def __init__(self, signal: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+        self.signal, self.rate = signal, rate
+        self.started = threading.Event()
+        self.start_time = self.latency = None
+        self._thread = threading.Thread(target=self._run, name="test-player")
+        self._thread.start()
+
+    def _run(self) -> None:
+        import sounddevice as sd
+
+        position, offsets, first = 0, [], []
+
+        def callback(out, frames, time_info, status):
+            nonlocal position
+            offsets.append(time.monotonic() - time_info.currentTime)
+            if position == 0:
+                first.append(time_info.outputBufferDacTime)
+            chunk = self.signal[position : position + frames]
+            out[:] = 0
+            out[: chunk.size, 0] = chunk
+            position += frames
+            if len(offsets) == 3:  # the offset settles on the smallest of a few
+                self.start_time = first[0] + min(offsets)
+                self.started.set()
+
+        with sd.OutputStream(samplerate=self.rate, channels=1, dtype="float32", latency="low", callback=callback) as s:
+            self.latency = s.latency
+            time.sleep(self.signal.size / self.rate + 0.3)
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    """The shipped model, loaded once for the module (streams reuse it through ``segmenter=``)."""
+    return Segmenter(vocab=DEMO_WORDS)
+
+
+@pytest.fixture(scope="module")
+def demo_labels(segmenter) -> list[np.ndarray]:
+    """The demo clip segmented from the file: the reference for the microphone."""
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+        return [result.labels for result in stream]
+
+
+@pytest.fixture(scope="module")
+def tone_clip(tmp_path_factory) -> Path:
+    return write_tone_clip(tmp_path_factory.mktemp("tones") / "tones.mp4")
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_file_stream_segments_every_frame_in_order(segmenter, demo_labels):
+    before = avss_threads()
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+        results = list(stream)
+        assert stream.frames == 80 and stream.dropped == 0
+        assert stream.fps > 0 and stream.backend == segmenter.backend_name and stream.clock == "media"
+    assert [r.index for r in results] == list(range(80))
+    assert np.allclose([r.timestamp for r in results], 0.96 + np.arange(80) / FPS, atol=1e-6)
+    assert all(r.labels.shape == (224, 224) and r.vocab == DEMO_WORDS for r in results)
+    assert label_agreement([r.labels for r in results], demo_labels) == 1.0  # deterministic
+    found = sum(bool(r.objects) for r in results)
+    assert found >= 40, f"the model found sounding objects in only {found} of 80 frames"
+    assert avss_threads() == before
+
+
+@pytest.mark.timeout(30)
+def test_each_frame_of_a_file_gets_the_audio_that_ends_at_its_timestamp(segmenter, tone_clip):
+    with Stream(source=tone_clip, segmenter=segmenter) as stream:
+        pairs = list(stream.pairs())
+    assert len(pairs) == 40 and all(w.shape == (LOG_MEL_SAMPLES,) and w.dtype == np.float32 for _, w in pairs)
+    measured = onset_end_times(pairs, ONSETS)
+    assert len(measured) >= 20  # each onset is in the windows of the ~9 frames after it
+    errors = [abs(end - timestamp) for timestamp, end in measured]
+    assert max(errors) <= SYNC_TOLERANCE, errors
+
+
+@pytest.mark.timeout(30)
+def test_a_file_dubbed_with_another_files_audio(segmenter, tone_clip, tmp_path):
+    """audio=<file>: its track starts at the first frame's time (0 for a file's media clock)."""
+    mute = tmp_path / "mute.mp4"
+    with av.open(str(tone_clip)) as src, av.open(str(mute), "w") as out:  # the same video, no audio
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    with pytest.warns(UserWarning, match="no audio track"):
+        with Stream(source=mute, audio=tone_clip, segmenter=segmenter) as stream:
+            pairs = list(stream.pairs())
+    errors = [abs(end - timestamp) for timestamp, end in onset_end_times(pairs, ONSETS)]
+    assert len(errors) >= 20 and max(errors) <= SYNC_TOLERANCE, errors
+
+
+# --- the microphone ----------------------------------------------------------------------------
+
+
+def input_device() -> int:
+    import sounddevice as sd
+
+    return int(sd.query_devices(kind="input")["index"])
+
+
+@pytest.mark.timeout(60)
+def test_audio_windows_from_the_microphone_end_at_their_frames(virtual_mic, segmenter, tone_clip):
+    """A file paced as live with the microphone: tones played at known DAC times are found in
+    each frame's window where its timestamp says, within the devices' reported latency."""
+    signal = tone_track(4.0, SAMPLE_RATE)
+    with Stream(source=tone_clip, audio=input_device(), segmenter=segmenter, every_frame=True) as stream:
+        assert stream.clock == "monotonic"
+        player = Player(signal)
+        assert player.started.wait(5)
+        pairs = []
+        for frame, window in stream.pairs():
+            pairs.append((frame, window))
+            if frame.timestamp > player.start_time + 3.3:
+                break
+        input_latency = stream._audio.latency
+    player.join()
+    onsets = [player.start_time + onset for onset in ONSETS]
+    measured = onset_end_times(pairs, onsets)
+    assert len(measured) >= 20
+    errors = [end - timestamp for timestamp, end in measured]
+    assert max(map(abs, errors)) <= input_latency + player.latency + 0.005, (errors, input_latency, player.latency)
+
+
+@pytest.mark.timeout(90)
+def test_labels_from_the_microphone_agree_with_the_file(virtual_mic, segmenter, demo_labels):
+    """The demo clip's audio played into the virtual microphone while its video plays as live.
+
+    The microphone hears the same samples (to 16-bit rounding) a few milliseconds off, so
+    the label maps must agree with the file's: mean IoU over 40 frames >= 0.8 (it would be
+    1 with the same samples at the same times; a frame whose sound starts or stops within
+    the offset may differ).
+    """
+    track = read_audio(DEMO)
+    frames = 40
+    with Stream(source=DEMO, audio=input_device(), vocab=DEMO_WORDS, segmenter=segmenter, every_frame=True) as stream:
+        player = Player(track[: int((0.96 + frames / FPS + 0.2) * SAMPLE_RATE)])
+        assert player.started.wait(5)
+        # The first frame (media time 0.96 s) is released when asked for: ask when the player is there.
+        time.sleep(max(0.0, player.start_time + 0.96 - time.monotonic()))
+        results = [result for _, result in zip(range(frames), stream)]
+        dropped = stream.dropped
+    player.join()
+    assert dropped == 0 and [r.index for r in results] == list(range(frames))
+    assert abs(results[0].timestamp - (player.start_time + 0.96)) < 0.05
+    agreement = label_agreement([r.labels for r in results], demo_labels[:frames])
+    assert agreement >= 0.8, agreement
+
+
+# --- vocabulary and scene changes while running ------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_set_vocab_switches_without_stalling_the_frame_loop(segmenter):
+    words = ["lime hexagon", "teal crescent", "perro que ladra"]  # new words: the text encoder runs
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter, realtime=True) as stream:
+        results, future = [], None
+        for result in stream:
+            results.append((time.monotonic(), result))
+            if len(results) == 3:
+                start = time.monotonic()
+                future = stream.set_vocab(words)
+                scene_future = stream.set_scene("shapes on a striped background")
+                assert time.monotonic() - start < 0.05  # returns at once: the worker prepares them
+            if future is not None and future.done() and result.vocab == words:
+                break
+        assert future.result().words == words and scene_future.done()
+        assert stream.vocab == words and stream.scene == "shapes on a striped background"
+    switched = next(i for i, (_, r) in enumerate(results) if r.vocab == words)
+    assert all(r.vocab == DEMO_WORDS for _, r in results[:switched]) and switched >= 3
+    gaps = np.diff([t for t, _ in results])
+    assert gaps.max() < 0.5, gaps  # frames kept coming at about 10 a second while it was prepared
+    assert not avss_threads()
+
+
+@pytest.mark.timeout(30)
+def test_vocabulary_errors_raise_in_the_caller_at_once(segmenter):
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+        next(stream)
+        for bad, message in [
+            ([], "empty"),
+            ("dog, guitar", "not one string"),
+            (["dog", 3], "must be strings"),
+            (["dog", "  "], "empty word"),
+            (["dog", "guitar", "Dog "], "'Dog' twice"),
+            (None, "list of words"),
+        ]:
+            with pytest.raises(VocabularyError, match=message):
+                stream.set_vocab(bad)
+        with pytest.raises(VocabularyError, match="scene must be a string"):
+            stream.set_scene(["a", "b"])
+        assert next(stream).vocab == DEMO_WORDS  # nothing changed
+    with pytest.raises(VocabularyError, match="empty"):
+        Stream(source=DEMO, vocab=[])
+    assert check_vocabulary(["  dog ", "chat"]) == ["dog", "chat"]
+
+
+@pytest.mark.timeout(60)
+def test_non_ascii_words_work(segmenter):
+    words = ["chien qui aboie", "猫", "гітара", "café ☕"]
+    with Stream(source=DEMO, vocab=words, segmenter=segmenter) as stream:
+        result = next(stream)
+    assert result.vocab == words and result.labels.max() <= len(words)
+
+
+@pytest.mark.timeout(120)
+def test_a_thousand_word_vocabulary(segmenter):
+    words = [f"object number {i}" for i in range(1000)]
+    limit = getattr(segmenter.manifest, "max_vocab", None)
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+        if limit is not None and limit < 1000:
+            with pytest.raises(VocabularyError, match=f"at most {limit}"):
+                stream.set_vocab(words)
+        else:
+            stream.set_vocab(words).result(timeout=100)
+            assert len(next(stream).vocab) == 1000
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_a_missing_camera_is_a_clear_error_at_once(segmenter):
+    start = time.monotonic()
+    with pytest.raises(CameraError, match=r"camera 97 could not be opened; available cameras: "):
+        Stream(camera=97, vocab=DEMO_WORDS, segmenter=segmenter)
+    assert time.monotonic() - start < 5
+    assert not avss_threads()
+
+
+@pytest.mark.timeout(20)
+def test_missing_files_and_missing_video_are_clear_errors(segmenter, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.mp4"):
+        Stream(source=tmp_path / "nothing.mp4", segmenter=segmenter)
+    with pytest.raises(FileNotFoundError, match="audio file not found: .*nothing.wav"):
+        Stream(source=DEMO, audio=tmp_path / "nothing.wav", segmenter=segmenter)
+    with pytest.raises(StreamError, match="no video"):
+        Stream(camera=None, segmenter=segmenter)
+
+
+@pytest.mark.timeout(20)
+def test_video_and_audio_on_different_clocks_are_refused(segmenter, tone_clip):
+    camera_like = CameraSource(str(tone_clip), reconnect=False)  # a monotonic-clock video source
+    try:
+        with FileSource(tone_clip) as media_clock_audio:
+            with pytest.raises(StreamError, match="'monotonic' clock cannot be paired with audio on the 'media' clock"):
+                Stream(source=camera_like, audio=media_clock_audio, segmenter=segmenter)
+    finally:
+        camera_like.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_corrupt_manifest_is_a_clear_error(segmenter, tmp_path):
+    engines = tmp_path / "engines"
+    shutil.copytree(segmenter.manifest.root, engines)
+    (engines / "manifest.json").write_text('{"format": "avss_sdk.manifest", "version": 1, "model": ')
+    with pytest.raises(ValueError, match="manifest"):
+        Stream(source=DEMO, vocab=DEMO_WORDS, engines=engines)
+    (engines / "manifest.json").unlink()
+    with pytest.raises((ValueError, FileNotFoundError), match="manifest"):
+        Stream(source=DEMO, vocab=DEMO_WORDS, engines=engines)
+
+
+# --- stopping ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_stop_from_another_thread_and_close_are_clean(segmenter):
+    stream = Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter, realtime=True)
+    stream.set_vocab(["red circle"])  # starts the worker thread
+    threading.Timer(0.5, stream.stop).start()
+    count = sum(1 for _ in stream)
+    assert 2 <= count < 20  # 10 frames a second, stopped after about half a second
+    stream.close()
+    stream.close()  # idempotent
+    assert not avss_threads()
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_closes_the_stream_and_propagates(segmenter):
+    stream = Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter, realtime=True)
+    stream.set_vocab(["red circle"])
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in stream:
+            pass
+    assert stream._closed and not avss_threads()
+
+
+# --- a long run ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_two_thousand_frames_memory_flat_every_thread_ends(segmenter, tmp_path):
+    path = write_tone_clip(tmp_path / "long.mp4", frames=2000, fps=25, size=(32, 32), audio_rate=16000)
+    threads_before = set(threading.enumerate())
+    tracemalloc.start()
+    try:
+        with Stream(source=path, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+            for result in stream:
+                if result.index == 200:  # warmed up: buffers allocated, caches filled
+                    traced, rss = tracemalloc.get_traced_memory()[0], rss_bytes()
+                    stream.set_vocab(DEMO_WORDS[::-1])
+            assert stream.frames == 2000 and result.index == 1999
+            grown_traced, grown_rss = tracemalloc.get_traced_memory()[0] - traced, rss_bytes() - rss
+    finally:
+        tracemalloc.stop()
+    assert grown_traced < 2_000_000, grown_traced
+    assert grown_rss < 30_000_000, grown_rss
+    assert set(threading.enumerate()) <= threads_before
+    assert not avss_threads()
+
+
+# --- the live demo ----------------------------------------------------------------------------------
+
+
+def run_demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "samples" / "live_demo.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.timeout(120)
+def test_live_demo_headless_writes_a_playable_video(tmp_path):
+    out = tmp_path / "out.mp4"
+    done = run_demo("--headless", "--source", str(DEMO), "--frames", "12", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    capture.release()
+    assert len(frames) == 12 and frames[0].shape == (224, 224, 3)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10, abs=0.5)  # the clip's rate
+
+
+@pytest.mark.timeout(120)
+def test_live_demo_says_clearly_that_a_camera_is_missing():
+    done = run_demo("--headless", "--camera", "97", "--vocab", "dog", "--frames", "1")
+    assert done.returncode == 2
+    assert "camera 97 could not be opened" in done.stderr and "Traceback" not in done.stderr
+    done = run_demo("--headless", "--frames", "3", "--vocab", "dog")  # no camera named: the demo clip
+    assert done.returncode == 0, done.stderr
+    assert "No camera 0 here" in done.stderr and "demo clip" in done.stderr
