@@ -421,13 +421,16 @@ class Stream:
 
         From another thread, it waits for the frame in progress to finish first.
         """
+        self._release(wait=True)
+
+    def _release(self, wait: bool) -> None:
         self._stop.set()
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         if self._worker is not None:
-            self._worker.shutdown(wait=True, cancel_futures=True)
+            self._worker.shutdown(wait=wait, cancel_futures=True)
         with self._loop_lock:
             self._close_sources()
 
@@ -442,8 +445,10 @@ class Stream:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_owned", None) is not None and not getattr(self, "_closed", True):
-            self.close()
+        # A stream dropped without close() (a for loop left with break): release it, without
+        # waiting for the worker, which may be the thread that dropped the last reference.
+        if not getattr(self, "_closed", True) and hasattr(self, "_owned"):
+            self._release(wait=False)
 
 
 def _warn_on_failure(kind: str, argument) -> Callable[[Future], None]:
