@@ -22,7 +22,7 @@ with the ``LOG_MEL_SECONDS`` of audio that end at its timestamp, on one clock):
     and stamped with that time, paired with what the microphone heard then, and a frame
     that is already late when the next one is due is dropped like a camera's
     (``every_frame=True`` keeps them all);
-  - a media file path: its first audio track is *dubbed* over the video: the track's time
+  - a local media file: its first audio track is *dubbed* over the video: the track's time
     0 is the time of the stream's first frame, on the stream's clock, whether the video
     is a camera or a file; after its end the audio is silence. The track is decoded
     whole at start (about 230 MB an hour), so this is meant for clips.
@@ -224,7 +224,6 @@ class Stream:
             if scene is not None:
                 segmenter.set_scene(scene)
             segmenter.reset()
-        self._max_words = getattr(self.segmenter.manifest, "max_vocab", None)
         try:
             self._video, self._audio = self._open(camera, mic, source, audio, every_frame, realtime)
         except BaseException:
@@ -245,7 +244,7 @@ class Stream:
         """The video and audio sources, opened and paired by the rules of the module docstring."""
         microphone = audio if isinstance(audio, int) and not isinstance(audio, bool) else None
         audio_file = audio if isinstance(audio, (str, Path)) else None
-        if audio_file is not None and "://" not in str(audio_file) and not Path(audio_file).is_file():
+        if audio_file is not None and not Path(audio_file).is_file():
             raise FileNotFoundError(f"audio file not found: {audio_file}")
 
         if source is None:
