@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from avss_sdk.runtime.manifest import PRECISIONS, EngineEntry, StageEntry, engine_key, file_hash, write_atomic
+from avss_sdk.runtime.manifest import PRECISIONS, EngineEntry, Manifest, StageEntry, engine_key, file_hash, write_atomic
 from avss_sdk.runtime.tensorrt_backend import (  # noqa: F401  (re-exported: the builder's public API)
     EngineFileError,
     TensorRTUnavailable,
@@ -35,6 +35,10 @@ from avss_sdk.runtime.tensorrt_backend import (  # noqa: F401  (re-exported: the
     tensorrt_version,
     write_engine,
 )
+
+__all__ = ["EngineBuildError", "EngineFileError", "TensorRTUnavailable", "build_engine", "build_profile",
+           "check_engine_file", "compute_capability", "engine_is_current", "import_tensorrt", "onnx_precision",
+           "parse_version", "precision_mode", "stage_onnx", "stage_profile", "tensorrt_version"]
 
 MIN_TENSORRT = (10, 3)
 STRONGLY_TYPED_FROM = (11, 0)
@@ -72,6 +76,21 @@ def precision_mode(version: str, precision: str) -> str:
 def onnx_precision(version: str, precision: str) -> str:
     """Which ONNX file (by precision) to build from: fp32 on 10.x, the requested one on >= 11."""
     return "fp32" if precision_mode(version, precision) == "builder_flags" else precision
+
+
+def stage_onnx(manifest: Manifest, stage: str, version: str, precision: str, plugin: bool) -> Path:
+    """The ONNX file an engine of ``stage`` is built from: :func:`onnx_precision`'s file, or in plugin
+    mode its ``"<precision>-plugin"`` variant where the export wrote one (stages with attention)."""
+    key = onnx_precision(version, precision)
+    if plugin and f"{key}-plugin" in manifest.stages[stage].onnx:
+        key = f"{key}-plugin"
+    return manifest.onnx_path(stage, key)
+
+
+def stage_profile(manifest: Manifest, stage: str) -> Profile:
+    """The profile every engine of ``stage`` is built and looked up with (export and runtime alike,
+    so that an engine the export built is found current by the runtime's cache)."""
+    return build_profile(manifest.stages[stage], manifest.max_vocab)
 
 
 def build_profile(stage: StageEntry, max_vocab: int, max_batch: int = 1, max_prompts: int = 256) -> Profile:
@@ -208,10 +227,10 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
             trt.ILogger.__init__(self)
 
         def log(self, severity: Any, message: str) -> None:
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
                 errors.append(message)
                 log(f"TensorRT error: {message}")
-            elif severity == trt.ILogger.WARNING:
+            elif severity == trt.ILogger.Severity.WARNING:
                 log(f"TensorRT warning: {message}")
 
     logger = _Logger()

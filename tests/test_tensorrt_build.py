@@ -17,7 +17,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from avss_sdk.runtime.manifest import EngineEntry, Manifest, ManifestError, StageEntry, TensorSpec, engine_key, file_hash
+from avss_sdk.runtime.manifest import (
+    EngineEntry,
+    Manifest,
+    ManifestError,
+    StageEntry,
+    TensorSpec,
+    engine_key,
+    file_hash,
+)
 from avss_sdk.runtime.tensorrt_backend import (
     EngineFileError,
     TensorRTEngineCache,
@@ -38,6 +46,8 @@ from export.tensorrt_build import (
     onnx_precision,
     parse_version,
     precision_mode,
+    stage_onnx,
+    stage_profile,
 )
 
 TRT = tensorrt_version()
@@ -232,7 +242,8 @@ def _manifest(root: Path) -> Manifest:
     for name in ("flow", "image_encoder", "audio_encoder", "text_encoder", "vta", "mask_decoder"):
         onnx.save(_tiny_model(), root / "onnx" / f"{name}.fp32.onnx")
         stages[name] = StageEntry(name, {"fp32": f"onnx/{name}.fp32.onnx"},
-                                  [TensorSpec("x", ("vocab", 8), "float32")], [TensorSpec("y", ("vocab", 4), "float32")])
+                                  [TensorSpec("x", ("vocab", 8), "float32")],
+                                  [TensorSpec("y", ("vocab", 4), "float32")])
     manifest = Manifest(root, {"name": "tiny", "hash": "0" * 16, "config": {}}, "fp16", 32, {}, {}, {}, stages)
     manifest.save()
     return manifest
@@ -245,7 +256,7 @@ def test_cache_reuses_matching_engines_and_explains_stale_ones(tmp_path):
     assert path is None and reason == "no engine built yet"
 
     # An engine recorded in the manifest, built for 10.3.0.30 on sm 8.7 from this ONNX.
-    profile = cache.profile(manifest, "vta")
+    profile = stage_profile(manifest, "vta")
     onnx_hash = file_hash(manifest.onnx_path("vta", "fp32"))
     engine = tmp_path / "model" / "engines" / "vta.fp16.engine"
     write_engine(engine, os.urandom(4096))
@@ -277,6 +288,15 @@ def test_cache_reuses_matching_engines_and_explains_stale_ones(tmp_path):
     assert path is None and "truncated or altered" in reason
 
 
+def test_stage_onnx_picks_the_file_for_version_precision_and_plugin(tmp_path):
+    manifest = _manifest(tmp_path / "model")
+    onnx.save(_tiny_model(), tmp_path / "model" / "onnx" / "vta.fp32-plugin.onnx")
+    manifest.stages["vta"].onnx["fp32-plugin"] = "onnx/vta.fp32-plugin.onnx"
+    assert stage_onnx(manifest, "vta", "10.3.0", "fp16", False).name == "vta.fp32.onnx"
+    assert stage_onnx(manifest, "vta", "10.9.0", "fp16", True).name == "vta.fp32-plugin.onnx"
+    assert stage_onnx(manifest, "flow", "10.9.0", "fp16", True).name == "flow.fp32.onnx"  # no attention
+
+
 def test_cache_on_tensorrt_11_looks_for_the_fp16_onnx(tmp_path):
     manifest = _manifest(tmp_path / "model")
     with pytest.raises(ManifestError, match="no fp16 ONNX"):
@@ -294,7 +314,8 @@ def test_cache_ensure_without_tensorrt_or_gpu_is_a_clear_error(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(TRT is None or _gpu() is None,
-                    reason=f"needs TensorRT and a CUDA GPU (TensorRT: {TRT or 'not installed'}, GPU: {_gpu() or 'none'})")
+                    reason=f"needs TensorRT and a CUDA GPU (TensorRT: {TRT or 'not installed'}, "
+                           f"GPU: {_gpu() or 'none'})")
 def test_build_and_run_a_tiny_engine(tmp_path):
     onnx_file = tmp_path / "tiny.onnx"
     onnx.save(_tiny_model(), onnx_file)

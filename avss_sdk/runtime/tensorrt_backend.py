@@ -289,30 +289,25 @@ class TensorRTEngineCache:
         capability = compute_capability()
         engines = {}
         for name in manifest.stages:
-            path, reason = self.select(manifest, name, precision, version, capability, cache_dir)
+            path, reason = self.select(manifest, name, precision, version, capability, cache_dir, plugin)
             if path is None:
-                onnx_path = manifest.onnx_path(name, build.onnx_precision(version, precision))
+                onnx_path = build.stage_onnx(manifest, name, version, precision, plugin)
                 self.log(f"{name}: {reason}: rebuilding from {onnx_path}")
                 path = Path(cache_dir) / f"{name}.{precision}.engine"
-                entry = build.build_engine(onnx_path, path, precision, self.profile(manifest, name), workspace_gb,
-                                           Path(cache_dir) / "timing.cache", plugin, self.log)
+                entry = build.build_engine(onnx_path, path, precision, build.stage_profile(manifest, name),
+                                           workspace_gb, Path(cache_dir) / "timing.cache", plugin, self.log)
                 entry.file = path.name
                 write_atomic(_record_path(path), (json.dumps(asdict(entry), indent=2) + "\n").encode("utf-8"))
             engines[name] = path
         return engines
 
-    @staticmethod
-    def profile(manifest: Manifest, stage: str) -> dict[str, dict[str, list[int]]]:
-        """The profile engines of ``stage`` are built (and looked up) with."""
-        return _builder().build_profile(manifest.stages[stage], manifest.max_vocab)
-
     def select(self, manifest: Manifest, stage: str, precision: str, version: str, capability: str,
-               cache_dir: str | os.PathLike) -> tuple[Path | None, str]:
+               cache_dir: str | os.PathLike, plugin: bool = False) -> tuple[Path | None, str]:
         """(engine path, "up to date") for a usable engine of ``stage`` built for ``version`` and
         ``capability`` (the manifest's own first, then ``cache_dir``'s), else (None, why not)."""
         build = _builder()
-        onnx_hash = file_hash(manifest.onnx_path(stage, build.onnx_precision(version, precision)))
-        profile = self.profile(manifest, stage)
+        onnx_hash = file_hash(build.stage_onnx(manifest, stage, version, precision, plugin))
+        profile = build.stage_profile(manifest, stage)
         candidates = []
         entry = manifest.stages[stage].engine
         if entry is not None:
