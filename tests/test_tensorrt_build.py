@@ -1,4 +1,4 @@
-"""export/tensorrt_build.py and avss_sdk/runtime/tensorrt_backend.py.
+"""avss_sdk/runtime/tensorrt_build.py and avss_sdk/runtime/tensorrt_backend.py.
 
 Everything that needs no TensorRT runs everywhere: version and precision selection, profiles,
 cache keys and reasons, engine-file checks, the cache's reuse decision, and the errors when
@@ -38,7 +38,7 @@ from avss_sdk.runtime.tensorrt_backend import (
     tensorrt_version,
     write_engine,
 )
-from export.tensorrt_build import (
+from avss_sdk.runtime.tensorrt_build import (
     EngineBuildError,
     build_engine,
     build_profile,

@@ -1,4 +1,4 @@
-"""export/triton.py: a Triton model repository from a manifest with real tiny ONNX files.
+"""export/triton_repository.py: a Triton model repository from a manifest with real tiny ONNX files.
 
 config.pbtxt is read back with a small parser of protobuf text format (the subset Triton
 configs use), then checked: names, platforms, dims, types, and that every ensemble step maps
@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 from avss_sdk.runtime.manifest import EngineEntry, Manifest, StageEntry, TensorSpec
 from avss_sdk.runtime.tensorrt_backend import write_engine
-from export.triton import ENSEMBLE_NAME, TritonExportError, write_triton_repository
+from export.triton_repository import ENSEMBLE_NAME, TritonExportError, write_triton_repository
 
 _TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}\[\]:,])|([^\s{}\[\]:,"]+))')
 

@@ -7,7 +7,7 @@ imports everywhere; what is missing is reported when something is called.
   device buffers sized once for the profile's largest shapes, ``execute_async_v3``.
 * :class:`TensorRTEngineCache` gives every stage an engine built for this TensorRT version,
   this GPU, this ONNX file, precision and profile, rebuilding (with a message saying why)
-  what does not match. Building uses ``export/tensorrt_build.py``.
+  what does not match. Building uses :mod:`avss_sdk.runtime.tensorrt_build`.
 * :func:`check_engine_file` refuses a missing, truncated or altered engine with a clear
   :class:`EngineFileError` before TensorRT is handed it (a corrupt plan can crash the
   process). Engines carry a ``<engine>.sha256`` sidecar, written by :func:`write_engine`,
@@ -338,10 +338,7 @@ def _record_path(engine_path: Path) -> Path:
 
 
 def _builder() -> Any:
-    """``export/tensorrt_build.py``: engine building lives with the export, in the source tree."""
-    try:
-        from export import tensorrt_build
-    except ImportError as error:
-        raise TensorRTUnavailable("building or checking TensorRT engines needs export/tensorrt_build.py from the "
-                                  f"avss_sdk source tree on the Python path ({error})") from error
+    """:mod:`avss_sdk.runtime.tensorrt_build`, imported late: it imports this module."""
+    from avss_sdk.runtime import tensorrt_build
+
     return tensorrt_build
