@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,7 +324,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
     no_scene = torch.nn.functional.normalize(text.no_scene.detach(), dim=0)
     manifest = Manifest(
         root=out_dir,
-        model={"name": "ssp_ov", "hash": file_hash(checkpoint), "checkpoint": checkpoint.name,
+        model={"name": "ssp_ov", "hash": file_hash(checkpoint),
+               "checkpoint": Path(os.path.relpath(checkpoint.resolve(), out_dir.resolve())).as_posix(),
                "config": payload["config"]},
         precision=precision, max_vocab=max_vocab,
         preprocess={"image_size": model.config.image_size, "image_mean": list(IMAGE_MEAN),
