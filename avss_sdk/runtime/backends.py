@@ -1,0 +1,171 @@
+"""Backends behind one interface: ``backend.run(stage, {input: array}) -> {output: array}``.
+
+* ``tensorrt``: one engine per stage from the manifest (rebuilt for this machine where they
+  no longer match), run with cuda-python (:mod:`avss_sdk.runtime.tensorrt_backend`).
+* ``onnxruntime``: one session per stage with the best execution provider present
+  (TensorRT, then CUDA, then CPU).
+* ``torch``: the checkpoint's own modules, the reference the others are checked against.
+
+:func:`make_backend` with ``"auto"`` takes the first of those that works here. All read
+only the manifest; all take and return numpy arrays, so the segmenter never knows which
+one it drives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from avss_sdk.runtime.manifest import Manifest, ManifestError, file_hash
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run here (missing package, no GPU, no engines), with what to do about it."""
+
+
+class Backend(Protocol):
+    name: str
+    description: str
+
+    def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class OnnxRuntimeBackend:
+    """One ONNX Runtime session per stage; ``precision`` picks the manifest's fp32 or fp16 files."""
+
+    name = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, precision: str = "fp32", providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise BackendError("the onnxruntime backend needs onnxruntime: pip install onnxruntime "
+                               "(or onnxruntime-gpu)") from error
+        available = ort.get_available_providers()
+        chosen = providers or [p for p in ORT_PROVIDERS if p in available]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.sessions = {}
+        for stage in manifest.stages:
+            path = manifest.onnx_path(stage, precision)
+            try:
+                self.sessions[stage] = ort.InferenceSession(str(path), options, providers=chosen)
+            except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+                raise ManifestError(f"{path} is not a loadable ONNX model ({error})") from error
+        self.providers = self.sessions["flow"].get_providers()
+        self.description = f"onnxruntime {ort.__version__} ({self.providers[0]}, {precision})"
+        self._outputs = {stage: [o.name for o in s.get_outputs()] for stage, s in self.sessions.items()}
+
+    def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outputs[stage], self.sessions[stage].run(None, inputs)))
+
+    def close(self) -> None:
+        self.sessions.clear()
+
+
+class TorchBackend:
+    """The checkpoint the manifest was exported from, run by its PyTorch modules (the reference)."""
+
+    name = "torch"
+
+    def __init__(self, manifest: Manifest, threads: int | None = None) -> None:
+        try:
+            import torch
+        except ImportError as error:
+            raise BackendError("the torch backend needs PyTorch (pip install torch==2.13.0 and "
+                               "avss_sdk[train]); the onnxruntime backend does not") from error
+        from avss_sdk.modeling.ssp_ov import load_model
+
+        checkpoint = manifest.path(manifest.model.get("checkpoint", ""))
+        if not checkpoint.is_file():
+            raise BackendError(f"the torch backend needs the checkpoint this export came from; "
+                               f"{checkpoint} is missing")
+        if file_hash(checkpoint) != manifest.model_hash:
+            raise BackendError(f"{checkpoint} is not the checkpoint {manifest.root} was exported from "
+                               f"(hash {file_hash(checkpoint)}, manifest {manifest.model_hash})")
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        model, _ = load_model(checkpoint)
+        self._stages: dict[str, Callable] = {
+            "flow": model.flow, "image_encoder": model.image_encoder, "audio_encoder": model.audio_encoder,
+            "text_encoder": model.text_encoder, "vta": model.vta, "mask_decoder": model.mask_decoder}
+        self._names = {name: ([t.name for t in s.inputs], [t.name for t in s.outputs])
+                       for name, s in manifest.stages.items()}
+        self.description = f"torch {torch.__version__} (CPU threads {torch.get_num_threads()})"
+
+    def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        input_names, output_names = self._names[stage]
+        with self._torch.inference_mode():
+            out = self._stages[stage](*(self._torch.from_numpy(inputs[n]) for n in input_names))
+        out = out if isinstance(out, tuple) else (out,)
+        return {name: value.numpy() for name, value in zip(output_names, out)}
+
+    def close(self) -> None:
+        self._stages.clear()
+
+
+class TensorRTBackend:
+    """One TensorRT engine per stage, made current for this machine by the engine cache."""
+
+    name = "tensorrt"
+
+    def __init__(self, manifest: Manifest, cache_dir: str | os.PathLike, log: Callable[[str], None] = print) -> None:
+        from avss_sdk.runtime import tensorrt_backend as trt_backend
+
+        version = trt_backend.tensorrt_version()
+        if version is None:
+            raise BackendError(f"TensorRT is not installed: {trt_backend.TENSORRT_INSTALL_HINT}")
+        try:
+            capability = trt_backend.compute_capability()
+        except Exception as error:  # cuda-python missing, no driver, no GPU
+            raise BackendError(f"TensorRT needs a CUDA GPU: {error}") from error
+        precision = manifest.precision
+        engines = trt_backend.TensorRTEngineCache(log).ensure(manifest, precision, 2.0, False,
+                                                              Path(cache_dir) / "engines" / manifest.model_hash)
+        self.stages = {name: trt_backend.TensorRTStage(path) for name, path in engines.items()}
+        self.max_vocab = manifest.max_vocab
+        self.description = f"tensorrt {version} (compute capability {capability}, {precision})"
+
+    def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.stages[stage](**inputs)
+
+    def close(self) -> None:
+        for stage in self.stages.values():
+            stage.close()
+        self.stages.clear()
+
+
+def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.PathLike | None = None,
+                 threads: int | None = None, log: Callable[[str], None] = print) -> Backend:
+    """The backend named ``backend``, or with ``"auto"`` the first of tensorrt, onnxruntime, torch that works."""
+    from avss_sdk.runtime.text_cache import default_cache_dir
+
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    makers: dict[str, Callable[[], Backend]] = {
+        "tensorrt": lambda: TensorRTBackend(manifest, cache_dir or default_cache_dir(), log),
+        "onnxruntime": lambda: OnnxRuntimeBackend(manifest, threads=threads),
+        "torch": lambda: TorchBackend(manifest, threads=threads),
+    }
+    if backend != "auto":
+        return makers[backend]()
+    reasons = []
+    for name in BACKENDS:
+        try:
+            return makers[name]()
+        except BackendError as error:
+            reasons.append(f"{name}: {error}")
+    raise BackendError("no backend can run here:\n  " + "\n  ".join(reasons))

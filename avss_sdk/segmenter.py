@@ -1,0 +1,251 @@
+"""Single-frame segmentation on arrays: one RGB frame and its audio window in, a :class:`Result` out.
+
+:class:`Segmenter` chains the stages of DESIGN.md on whichever backend runs here, reading
+only the export's manifest (the package's default model when ``engines`` is None):
+
+    flow(previous, current) | image_encoder(current) | audio_encoder(log_mel)
+    -> vta(mask_features, class_embeddings, scene) -> mask_decoder(...) -> label map
+
+Preprocessing (resize, normalisation, log-mel) and the label decision are the same
+functions training and evaluation use (:mod:`avss_sdk.preprocess`, :mod:`avss_sdk.postprocess`).
+Text goes through the text encoder only when the vocabulary or scene changes, and every
+prompt embedding is cached in memory and on disk (:mod:`avss_sdk.runtime.text_cache`), so
+:meth:`Segmenter.prepare_vocab` is slow only for words this model has never seen.
+
+The only state between frames is the previous frame (for flow); :meth:`reset` forgets it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import unicodedata
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from avss_sdk.postprocess import upsampled_label_map
+from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
+from avss_sdk.result import Result, sounding_objects
+from avss_sdk.runtime.backends import make_backend
+from avss_sdk.runtime.manifest import Manifest
+from avss_sdk.runtime.text_cache import TextEmbeddingCache
+from avss_sdk.tokenizer import ClipTokenizer
+
+DEFAULT_ENGINES = Path(__file__).resolve().parent / "models" / "default"
+FLOW_MODES = ("model", "dis")
+TEXT_BATCH = 64  # prompts per text-encoder call: bounded memory for a 1000-word vocabulary
+MAX_WORD_CHARS = 200
+
+
+class VocabularyError(ValueError):
+    """A vocabulary or scene text that cannot be used (empty, not strings, blank words, too large)."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words and their category embeddings [K, D] (prompt-ensemble means, L2-normalised)."""
+
+    words: list[str]
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True)
+class SceneEmbedding:
+    """A scene description (None: no scene text) and its embedding [D]."""
+
+    text: str | None
+    embedding: np.ndarray
+
+
+def clean_vocabulary(words: Sequence[str], max_words: int | None = None) -> list[str]:
+    """Validated words: stripped, NFC-normalised, duplicates (case-insensitive) dropped with a warning.
+
+    Raises :class:`VocabularyError` for a vocabulary that is empty, not a list of strings,
+    contains blank or absurdly long words, or has more than ``max_words`` words.
+    """
+    if isinstance(words, str):
+        raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {words.split(',')!r}?")
+    try:
+        words = list(words)
+    except TypeError:
+        raise VocabularyError(f"vocab must be a list of words, got {type(words).__name__}") from None
+    if not words:
+        raise VocabularyError("the vocabulary is empty: give at least one word, e.g. vocab=['dog', 'guitar']")
+    cleaned, seen, duplicates = [], set(), []
+    for i, word in enumerate(words):
+        if not isinstance(word, str):
+            raise VocabularyError(f"vocabulary word {i} is a {type(word).__name__}, not a string: {word!r}")
+        word = unicodedata.normalize("NFC", " ".join(word.split()))
+        if not word:
+            raise VocabularyError(f"vocabulary word {i} is blank")
+        if len(word) > MAX_WORD_CHARS:
+            raise VocabularyError(f"vocabulary word {i} is {len(word)} characters long (at most {MAX_WORD_CHARS})")
+        if word.casefold() in seen:
+            duplicates.append(word)
+            continue
+        seen.add(word.casefold())
+        cleaned.append(word)
+    if duplicates:
+        warnings.warn(f"duplicate vocabulary words ignored: {duplicates}", stacklevel=3)
+    if max_words is not None and len(cleaned) > max_words:
+        raise VocabularyError(f"{len(cleaned)} words, but these engines accept at most {max_words} "
+                              f"(rebuild with export/build_engines.py --max-vocab N)")
+    return cleaned
+
+
+class Segmenter:
+    """Segment single frames: ``segmenter.segment(rgb, audio)`` -> :class:`Result`.
+
+    ``engines``: a directory with ``manifest.json`` from ``export/build_engines.py`` (None:
+    the package's default model). ``backend``: "auto", "tensorrt", "onnxruntime" or "torch".
+    ``flow``: "model" (the learned flow stage) or "dis" (OpenCV DIS optical flow, cheaper on
+    CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached.
+    """
+
+    def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] = (), scene: str | None = None,
+                 backend: str = "auto", flow: str = "model", cache_dir: str | Path | None = None,
+                 threads: int | None = None, log: Callable[[str], None] = print) -> None:
+        if flow not in FLOW_MODES:
+            raise ValueError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
+        self.manifest = Manifest.load(engines if engines is not None else DEFAULT_ENGINES)
+        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log)
+        self.backend_name = self.backend.name
+        self.flow_mode = flow
+        text = self.manifest.text
+        self.frame_size = int(self.manifest.preprocess["image_size"])
+        self.threshold = float(self.manifest.postprocess["foreground_threshold"])
+        self.tokenizer = ClipTokenizer.from_file(self.manifest.path(text["tokenizer"]))
+        self.max_words = getattr(self.backend, "max_vocab", None)
+        self.text_cache = TextEmbeddingCache(self.manifest.model_hash, int(text["embed_dim"]), cache_dir)
+        self._no_scene = np.asarray(text["no_scene_embedding"], np.float32)
+        self._text_lock = threading.Lock()  # one text-encoder call at a time (TensorRT contexts are not shared)
+        self._previous: np.ndarray | None = None
+        self._dis = None
+        self._vocabulary: Vocabulary | None = None
+        self._scene = self.prepare_scene(scene)
+        if vocab:
+            self.set_vocab(vocab)
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(self._vocabulary.words) if self._vocabulary else []
+
+    @property
+    def scene(self) -> str | None:
+        return self._scene.text
+
+    def _encode_text(self, prompts: list[str]) -> np.ndarray:
+        chunks = []
+        with self._text_lock:
+            for start in range(0, len(prompts), TEXT_BATCH):
+                tokens = self.tokenizer(prompts[start:start + TEXT_BATCH])
+                chunks.append(self.backend.run("text_encoder", {"token_ids": tokens})["text_embedding"])
+        return np.concatenate(chunks).astype(np.float32)
+
+    def prepare_vocab(self, words: Sequence[str]) -> Vocabulary:
+        """Embed a vocabulary (thread-safe; only prompts never cached run the text encoder)."""
+        words = clean_vocabulary(words, self.max_words)
+        templates = self.manifest.text["category_templates"]
+        prompts = [template.format(word) for word in words for template in templates]
+        vectors = self.text_cache.embed(prompts, self._encode_text).reshape(len(words), len(templates), -1)
+        mean = vectors.mean(axis=1)
+        return Vocabulary(words, (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32))
+
+    def prepare_scene(self, text: str | None) -> SceneEmbedding:
+        """Embed a scene description (None or blank: the model's learned "no scene text" embedding)."""
+        if text is not None and not isinstance(text, str):
+            raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
+        text = " ".join(text.split()) if text else None
+        if not text:
+            return SceneEmbedding(None, self._no_scene)
+        prompt = self.manifest.text["scene_template"].format(text.rstrip("."))
+        return SceneEmbedding(text, self.text_cache.embed([prompt], self._encode_text)[0])
+
+    def use(self, vocabulary: Vocabulary | None = None, scene: SceneEmbedding | None = None) -> None:
+        """Switch to a prepared vocabulary and/or scene (O(1); takes effect at the next frame)."""
+        if vocabulary is not None:
+            self._vocabulary = vocabulary
+        if scene is not None:
+            self._scene = scene
+
+    def set_vocab(self, words: Sequence[str]) -> None:
+        self.use(vocabulary=self.prepare_vocab(words))
+
+    def set_scene(self, text: str | None) -> None:
+        self.use(scene=self.prepare_scene(text))
+
+    def reset(self) -> None:
+        """Forget the previous frame (a new source starts): the next frame's flow is zero."""
+        self._previous = None
+
+    def _flow(self, previous: np.ndarray, current: np.ndarray, small: np.ndarray,
+              previous_small: np.ndarray) -> np.ndarray:
+        if self.flow_mode == "model":
+            return self.backend.run("flow", {"previous": previous, "current": current})["flow"]
+        # OpenCV DIS: backward flow on the current frame's grid (current(p) = previous(p + flow(p))),
+        # the learned stage's convention, averaged down to the decoder's grid.
+        if self._dis is None:
+            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        dense = self._dis.calc(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(previous_small, cv2.COLOR_RGB2GRAY),
+                               None)
+        stride = int(self.manifest.preprocess["flow_stride"])
+        grid = (self.frame_size // stride, self.frame_size // stride)
+        return cv2.resize(dense, grid, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
+
+    def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0) -> Result:
+        """Segment one RGB uint8 frame [H, W, 3] with the 16 kHz mono audio window that ends at it."""
+        vocabulary, scene = self._vocabulary, self._scene
+        if vocabulary is None:
+            raise VocabularyError("no vocabulary set: pass vocab=[...] or call set_vocab([...]) first")
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {image.dtype} {image.shape}")
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = (now - clock) * 1000.0
+            clock = now
+
+        start = clock
+        small = resize_frame(image, self.frame_size)
+        current = normalize_image(small)[None]
+        mel = log_mel(np.asarray(audio, np.float32).reshape(-1))[None]
+        previous, previous_small = self._previous if self._previous is not None else (current, small)
+        self._previous = (current, small)
+        lap("preprocess")
+        flow = self._flow(previous, current, small, previous_small)
+        lap("flow")
+        encoded = self.backend.run("image_encoder", {"image": current})
+        lap("image_encoder")
+        heard = self.backend.run("audio_encoder", {"log_mel": mel})["audio_embedding"]
+        lap("audio_encoder")
+        aligned = self.backend.run("vta", {"mask_features": encoded["mask_features"],
+                                           "class_embeddings": vocabulary.embeddings,
+                                           "scene_embedding": scene.embedding[None]})["aligned_features"]
+        lap("vta")
+        decoded = self.backend.run("mask_decoder", {
+            "aligned_features": aligned, "dense_embedding": encoded["dense_embedding"], "flow": flow,
+            "audio_embedding": heard, "class_embeddings": vocabulary.embeddings})
+        lap("mask_decoder")
+        labels, foreground = upsampled_label_map(decoded["pixel_logits"][0], image.shape[:2], self.threshold)
+        objects = sounding_objects(labels, foreground, vocabulary.words)
+        lap("postprocess")
+        timings["total"] = (clock - start) * 1000.0
+        return Result(image, timestamp, labels, list(vocabulary.words), objects, timings, index)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

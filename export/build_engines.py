@@ -1,0 +1,160 @@
+"""Turn a trained checkpoint into everything the runtime needs, for the machine this runs on.
+
+    python export/build_engines.py --checkpoint default --out engines/
+
+1. Exports each stage to ONNX (FP32 and FP16) and checks every file: onnx.checker,
+   TensorRT 10.3's operator support, ONNX Runtime against PyTorch (export/export_onnx.py).
+2. Writes ``tokenizer.json`` and ``manifest.json``: the ONNX Runtime backend runs from these alone.
+3. Where TensorRT and a GPU are present, builds one engine per stage (optimization profiles
+   for batch and vocabulary size, a persisted timing cache, precision by TensorRT version)
+   and records them in the manifest. An engine already in DIR that still matches (TensorRT
+   version, GPU, ONNX hash, precision, profile) is kept; one that does not is rebuilt, and
+   the message says why.
+4. With ``--triton DIR``, also writes a Triton Inference Server model repository.
+
+Exit status: 0 everything asked for was built; 3 the ONNX files and the manifest were
+written but no engines (TensorRT or a GPU is missing; use ``--onnx-only`` to ask for just
+that and get 0); 1 an export check failed; 2 bad input (missing or foreign checkpoint, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts export/ first on the path, where its modules would shadow
+# installed packages (triton_repository.py would not, a triton.py would); the repository root
+# (export/ and kernels/ as packages) goes there instead.
+_ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == _ROOT / "export":
+    sys.path[0] = str(_ROOT)
+elif str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from avss_sdk.runtime.manifest import PRECISIONS, Manifest, ManifestError  # noqa: E402
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_NO_ENGINES = 0, 1, 2, 3
+
+
+def build_engines(manifest: Manifest, previous: Manifest | None, precision: str, workspace_gb: float,
+                  plugin: bool, log=print) -> str | None:
+    """Build (or keep, where still current) one engine per stage into ``manifest``; None, or why not."""
+    from avss_sdk.runtime import tensorrt_build as build
+    from avss_sdk.runtime.manifest import file_hash
+
+    version = build.tensorrt_version()
+    if version is None:
+        return "TensorRT is not installed (pip install tensorrt, or JetPack on Jetson)"
+    try:
+        capability = build.compute_capability()
+    except (RuntimeError, build.TensorRTUnavailable) as error:
+        return f"no usable CUDA GPU ({error})"
+    engines = manifest.root / "engines"
+    for name in manifest.stages:
+        onnx_path = build.stage_onnx(manifest, name, version, precision, plugin)
+        profile = build.stage_profile(manifest, name)
+        old = previous.stages[name].engine if previous is not None else None
+        if old is not None:
+            current, reason = build.engine_is_current(old, version, capability, file_hash(onnx_path), precision,
+                                                      profile)
+            if current:
+                try:
+                    build.check_engine_file(manifest.path(old.file))
+                except build.EngineFileError as error:
+                    current, reason = False, str(error)
+            if current:
+                log(f"  {name:<14} engine up to date: {old.file}")
+                manifest.stages[name].engine = old
+                continue
+            log(f"  {name:<14} {reason}: rebuilding from {onnx_path.name}")
+        manifest.stages[name].engine = build.build_engine(
+            onnx_path, engines / f"{name}.{precision}.engine", precision, profile, workspace_gb,
+            engines / "timing.cache", plugin, log, relative_to=manifest.root)
+    manifest.engines = {"built": True, "reason": f"TensorRT {version}, compute capability {capability}"}
+    return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Export an SSP-OV checkpoint to checked ONNX files, a manifest and (where TensorRT and a GPU "
+        "are present) TensorRT engines, one per stage.",
+        epilog="Exit status: 0 done; 3 ONNX and manifest only (no TensorRT/GPU; --onnx-only makes that 0); "
+        "1 a check failed; 2 bad input.")
+    parser.add_argument("--checkpoint", default="default",
+                        help="'default' (the shipped model) or a checkpoint file (default: %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (manifest.json, onnx/, engines/)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default: %(default)s)")
+    parser.add_argument("--max-vocab", type=int, default=256,
+                        help="largest vocabulary the engines accept (default: %(default)s)")
+    parser.add_argument("--workspace", type=float, default=2.0, metavar="GB",
+                        help="TensorRT builder workspace in GiB (default: %(default)s)")
+    parser.add_argument("--plugin", action="store_true",
+                        help="also export the cross-attentions as avss::FusedCrossAttention nodes and build the "
+                        "engines with the CUDA plugin (TensorRT >= 10.9)")
+    parser.add_argument("--triton", type=Path, metavar="DIR", help="also write a Triton model repository here")
+    parser.add_argument("--onnx-only", action="store_true", help="export and check ONNX only; build no engines")
+    parser.add_argument("--no-fp16-onnx", action="store_true",
+                        help="export FP32 ONNX only (half the size; engines are then FP32): how the package's "
+                        "default model is shipped")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    if args.max_vocab < 1 or args.max_vocab > 4096:
+        parser.error(f"--max-vocab must be between 1 and 4096, got {args.max_vocab}")
+    if args.workspace <= 0:
+        parser.error(f"--workspace must be positive, got {args.workspace}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = (lambda message: None) if args.quiet else print
+    from avss_sdk.modeling.ssp_ov import CheckpointError
+    from export.export_onnx import ExportCheckError, export_model
+
+    try:
+        previous = Manifest.load(args.out)
+    except ManifestError:
+        previous = None
+    log(f"exporting {args.checkpoint} to {args.out}")
+    try:
+        manifest = export_model(args.checkpoint, args.out, args.max_vocab, args.precision, args.plugin,
+                                not args.no_fp16_onnx, log)
+    except (FileNotFoundError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ExportCheckError as error:
+        print(f"error: export check failed: {error}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+
+    status = EXIT_OK
+    if args.onnx_only:
+        manifest.engines = {"built": False, "reason": "--onnx-only"}
+    else:
+        try:
+            reason = build_engines(manifest, previous, manifest.precision, args.workspace, args.plugin, log)
+        except Exception as error:  # a TensorRT build error: keep the checked ONNX and manifest usable
+            reason = f"engine build failed: {error}"
+        if reason is not None:
+            manifest.engines = {"built": False, "reason": reason}
+            print(f"no TensorRT engines were built: {reason}.\n"
+                  f"The ONNX files and {args.out / 'manifest.json'} are written and checked; the ONNX Runtime "
+                  f"backend runs from them.", file=sys.stderr)
+            status = EXIT_NO_ENGINES
+    manifest.save()
+    log(f"wrote {manifest.root / 'manifest.json'}")
+    if args.triton is not None:
+        from export.triton_repository import TritonExportError, write_triton_repository
+
+        backend = "tensorrt" if manifest.engines["built"] else "onnxruntime"
+        try:
+            write_triton_repository(manifest, args.triton, backend, manifest.precision)
+        except TritonExportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        log(f"wrote a Triton model repository ({backend}) to {args.triton}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
