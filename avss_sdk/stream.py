@@ -31,7 +31,8 @@ with the ``LOG_MEL_SECONDS`` of audio that end at its timestamp, on one clock):
   on different clocks that the rules above cannot pair raise ``StreamError``.
 
 Vocabulary and scene changes while running: ``set_vocab`` checks the words in the calling
-thread (empty, not strings, duplicates, too many: ``VocabularyError`` at once), then a
+thread (``segmenter.clean_vocabulary``: empty, not strings, blank, too long, more than the
+engines take: ``VocabularyError`` at once; a duplicate is dropped with a warning), then a
 background worker runs the text encoder (``Segmenter.prepare_vocab``, hundreds of ms when
 the words are new) and the frame loop switches to it (``Segmenter.use``, O(1)) before the
 first frame after it is ready. Frames keep coming with the old words meanwhile. The
@@ -69,7 +70,7 @@ from avss_sdk.capture import (
 from avss_sdk.media import audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.result import Result
-from avss_sdk.segmenter import Segmenter, VocabularyError
+from avss_sdk.segmenter import Segmenter, VocabularyError, clean_vocabulary
 
 # How often a wait for a camera frame checks whether the stream was stopped.
 _POLL_SECONDS = 0.1
@@ -81,40 +82,6 @@ _FPS_WINDOW = 30
 
 class StreamError(ValueError):
     """A stream that cannot work as asked: no video source, or video and audio on clocks that cannot be paired."""
-
-
-def check_vocabulary(words: Sequence[str], max_words: int | None = None) -> list[str]:
-    """The vocabulary as the model will get it: each word stripped of surrounding whitespace.
-
-    Raises ``VocabularyError`` for what can be told without the text encoder: a single
-    string instead of a list, anything that is not a string, an empty list or word, a word
-    given twice (case-insensitively: they would split one object's pixels between them),
-    and more than ``max_words`` words. Any Unicode text is a word.
-    """
-    if isinstance(words, (str, bytes)):
-        raise VocabularyError(f"vocab must be a list of words, e.g. ['dog', 'guitar'], not one string: {words!r}")
-    try:
-        words = list(words)
-    except TypeError:
-        raise VocabularyError(f"vocab must be a list of words, got {type(words).__name__}") from None
-    if not words:
-        raise VocabularyError("vocab is empty: give at least one word")
-    checked: list[str] = []
-    seen: dict[str, str] = {}
-    for word in words:
-        if not isinstance(word, str):
-            raise VocabularyError(f"vocab words must be strings, got {word!r} ({type(word).__name__})")
-        stripped = word.strip()
-        if not stripped:
-            raise VocabularyError(f"vocab has an empty word: {words!r}")
-        key = stripped.casefold()
-        if key in seen:
-            raise VocabularyError(f"vocab has {stripped!r} twice (as {seen[key]!r} too)")
-        seen[key] = stripped
-        checked.append(stripped)
-    if max_words is not None and len(checked) > max_words:
-        raise VocabularyError(f"vocab has {len(checked)} words; this model takes at most {max_words}")
-    return checked
 
 
 class _PacedFile:
@@ -173,7 +140,7 @@ class Stream:
     the audio; see the module docstring for how they pair. ``vocab``, ``scene``,
     ``engines``, ``backend`` and ``flow`` go to the ``Segmenter``; pass ``segmenter=`` to
     reuse one already loaded (the stream then sets its vocabulary and scene when given,
-    and calls its ``reset()``). ``frame_timeout``: seconds without a camera frame before
+    calls its ``reset()``, and leaves it open when it closes). ``frame_timeout``: seconds without a camera frame before
     ``CameraError``.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend``, ``dropped``
@@ -214,20 +181,26 @@ class Stream:
 
         if source is None and camera is None:
             raise StreamError("no video: give camera= (an index or URL) or source= (a file or URL)")
+        self._owns_segmenter = segmenter is None
         if segmenter is None:
-            words = check_vocabulary(vocab)
+            words = clean_vocabulary(vocab)  # before loading the model: a bad vocabulary fails fast
             self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
         else:
             self.segmenter = segmenter
             if vocab:
-                segmenter.set_vocab(self._checked(vocab))
+                segmenter.set_vocab(vocab)
+            elif not segmenter.vocab:
+                clean_vocabulary(vocab)  # raises: there are no words at all
             if scene is not None:
                 segmenter.set_scene(scene)
             segmenter.reset()
         try:
             self._video, self._audio = self._open(camera, mic, source, audio, every_frame, realtime)
         except BaseException:
+            self._closed = True
             self._close_sources()
+            if self._owns_segmenter:
+                self.segmenter.close()
             raise
         self.clock: str = self._video.clock
         self._audio_wait = (
@@ -277,17 +250,15 @@ class Stream:
 
     # --- vocabulary and scene -------------------------------------------------------------
 
-    def _checked(self, words: Sequence[str]) -> list[str]:
-        return check_vocabulary(words, getattr(self.segmenter.manifest, "max_vocab", None))
-
     def set_vocab(self, words: Sequence[str]) -> Future:
         """Switch to a new vocabulary without stalling: checked now, prepared in the background.
 
-        Raises ``VocabularyError`` at once for what ``check_vocabulary`` finds. The returned
-        future resolves to the prepared ``Vocabulary``; the first frame segmented after
-        that uses it.
+        Raises ``VocabularyError`` at once for what ``segmenter.clean_vocabulary`` finds
+        (duplicates are dropped with a warning, here too). The returned future resolves to
+        the prepared ``Vocabulary``; the first frame segmented after that uses it.
         """
-        return self._submit("vocabulary", self.segmenter.prepare_vocab, self._checked(words))
+        words = clean_vocabulary(words, self.segmenter.max_words)
+        return self._submit("vocabulary", self.segmenter.prepare_vocab, words)
 
     def set_scene(self, text: str | None) -> Future:
         """Switch to a new scene description (None: none) the way ``set_vocab`` switches words."""
@@ -432,6 +403,8 @@ class Stream:
             self._worker.shutdown(wait=wait, cancel_futures=True)
         with self._loop_lock:
             self._close_sources()
+            if self._owns_segmenter:
+                self.segmenter.close()
 
     def _close_sources(self) -> None:
         while self._owned:
@@ -446,7 +419,7 @@ class Stream:
     def __del__(self) -> None:
         # A stream dropped without close() (a for loop left with break): release it, without
         # waiting for the worker, which may be the thread that dropped the last reference.
-        if not getattr(self, "_closed", True) and hasattr(self, "_owned"):
+        if not getattr(self, "_closed", True) and hasattr(self, "_video"):
             self._release(wait=False)
 
 
