@@ -116,13 +116,17 @@ class _PacedFile:
         return None
 
 class _DubbedAudio:
-    """A media file's audio track on the stream's clock: its time 0 is ``origin`` (set at the first frame)."""
+    """A media file's audio track on the stream's clock: its time 0 is ``origin``.
+
+    On a file's media clock that is 0; on the monotonic clock, the first frame's time
+    (None until the stream sets it).
+    """
 
     def __init__(self, path: str | Path, clock: str) -> None:
         self.path = str(path)
         self.clock = clock
         self.track = read_audio(path)
-        self.origin = 0.0
+        self.origin: float | None = 0.0 if clock == "media" else None
 
     def window(self, end_time: float, seconds: float = LOG_MEL_SECONDS) -> np.ndarray:
         return audio_window(self.track, end_time - self.origin, seconds=seconds)
@@ -174,8 +178,7 @@ class Stream:
         self._pending_lock = threading.Lock()
         self._frame_timeout = frame_timeout
         self._result_times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
-        self._last_index: int | None = None
-        self._first_timestamp: float | None = None
+        self._last_index = -1  # Frame.index of the last frame taken; sources count from 0
         self.dropped = 0
         self.frames = 0
 
@@ -330,10 +333,8 @@ class Stream:
 
     def _audio_for(self, frame: Frame) -> np.ndarray:
         """The audio that ends at the frame's timestamp (waiting up to the microphone's latency for it)."""
-        if self._first_timestamp is None:
-            self._first_timestamp = frame.timestamp
-            if isinstance(self._audio, _DubbedAudio) and self.clock == "monotonic":
-                self._audio.origin = frame.timestamp
+        if isinstance(self._audio, _DubbedAudio) and self._audio.origin is None:
+            self._audio.origin = frame.timestamp
         if self._audio_wait:
             return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS, timeout=self._audio_wait)
         return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS)
@@ -348,8 +349,7 @@ class Stream:
                 if frame is None:
                     raise StopIteration
                 audio = self._audio_for(frame)
-                if self._last_index is not None:
-                    self.dropped += max(0, frame.index - self._last_index - 1)
+                self.dropped += max(0, frame.index - self._last_index - 1)
                 self._last_index = frame.index
                 if not segment:
                     return frame, audio

@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 
 from avss_sdk.capture import CameraError, CameraSource, FileSource
-from avss_sdk.media import SAMPLE_RATE, read_audio
-from avss_sdk.preprocess import LOG_MEL_SAMPLES
+from avss_sdk.media import SAMPLE_RATE, audio_window, read_audio
+from avss_sdk.preprocess import LOG_MEL_SAMPLES, LOG_MEL_SECONDS
 from avss_sdk.segmenter import Segmenter, VocabularyError
 from avss_sdk.stream import Stream, StreamError
 from virtual_mic import virtual_mic  # noqa: F401  (the fixture)
@@ -205,8 +205,8 @@ def test_each_frame_of_a_file_gets_the_audio_that_ends_at_its_timestamp(segmente
 
 
 @pytest.mark.timeout(30)
-def test_a_file_dubbed_with_another_files_audio(segmenter, tone_clip, tmp_path):
-    """audio=<file>: its track starts at the first frame's time (0 for a file's media clock)."""
+def test_video_dubbed_with_a_files_audio(segmenter, tone_clip, tmp_path):
+    """audio=<file>: its track starts at time 0 of a file's media clock, or at a camera's first frame."""
     mute = tmp_path / "mute.mp4"
     with av.open(str(tone_clip)) as src, av.open(str(mute), "w") as out:  # the same video, no audio
         stream = out.add_stream_from_template(src.streams.video[0])
@@ -219,6 +219,14 @@ def test_a_file_dubbed_with_another_files_audio(segmenter, tone_clip, tmp_path):
             pairs = list(stream.pairs())
     errors = [abs(end - timestamp) for timestamp, end in onset_end_times(pairs, ONSETS)]
     assert len(errors) >= 20 and max(errors) <= SYNC_TOLERANCE, errors
+
+    # A camera (OpenCV reading the file stands in) dubbed with a file: its time 0 is the first frame's.
+    track = read_audio(tone_clip)
+    with Stream(camera=str(tone_clip), audio=str(tone_clip), segmenter=segmenter) as stream:
+        pairs = [pair for _, pair in zip(range(20), stream.pairs())]
+    first = pairs[0][0].timestamp
+    for frame, window in pairs:
+        assert np.array_equal(window, audio_window(track, frame.timestamp - first, seconds=LOG_MEL_SECONDS))
 
 
 # --- the microphone ----------------------------------------------------------------------------
@@ -283,6 +291,23 @@ def test_labels_from_the_microphone_agree_with_the_file(virtual_mic, segmenter, 
     with Stream(source=DEMO, audio=silence, segmenter=segmenter) as stream:
         silent = [result.labels for _, result in zip(range(frames), stream)]
     assert label_agreement(silent, demo_labels[:frames]) < 0.5
+
+
+@pytest.mark.timeout(60)
+def test_camera_and_microphone(virtual_mic, segmenter, tone_clip):
+    """The default pairing, camera + microphone on the monotonic clock. OpenCV reading a
+    file as a stream stands in for the camera: it delivers far faster than the model runs,
+    so the stream keeps only the newest frame and counts the rest as dropped."""
+    before = avss_threads()
+    with Stream(camera=str(tone_clip), mic=input_device(), vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+        assert stream.clock == "monotonic" and any(t.name.startswith("avss-camera") for t in avss_threads())
+        results = [(time.monotonic(), result) for _, result in zip(range(15), stream)]
+        assert stream.dropped > 0 and stream.fps > 0
+    indices = [r.index for _, r in results]
+    assert all(b > a for a, b in zip(indices, indices[1:])) and indices[-1] - 14 == stream.dropped
+    ages = [now - r.timestamp for now, r in results]
+    assert np.median(ages) < 0.5, ages  # the newest frames, not a queue behind the model
+    assert avss_threads() == before
 
 
 # --- vocabulary and scene changes while running ------------------------------------------------
