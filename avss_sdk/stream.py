@@ -115,6 +115,7 @@ class _PacedFile:
             return Frame(frame.image, due, frame.index) if self._restamp else frame
         return None
 
+
 class _DubbedAudio:
     """A media file's audio track on the stream's clock: its time 0 is ``origin``.
 
@@ -144,8 +145,10 @@ class Stream:
     the audio; see the module docstring for how they pair. ``vocab``, ``scene``,
     ``engines``, ``backend`` and ``flow`` go to the ``Segmenter``; pass ``segmenter=`` to
     reuse one already loaded (the stream then sets its vocabulary and scene when given,
-    calls its ``reset()``, and leaves it open when it closes). ``frame_timeout``: seconds without a camera frame before
-    ``CameraError``.
+    calls its ``reset()``, and leaves it open when it closes). ``every_frame``: queue every
+    camera frame (or every frame of a file paced for a microphone) instead of keeping only
+    the newest; ``realtime``: pace a file at its frame rate; ``frame_timeout``: seconds
+    without a camera frame before ``CameraError``.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend``, ``dropped``
     (frames the source produced that were not segmented, from gaps in ``Frame.index``),
@@ -280,9 +283,13 @@ class Stream:
                 self._pending[kind] = prepared  # a later request, finished later, replaces it
             return prepared
 
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avss-vocab")
-        future = self._worker.submit(job)
+        with self._pending_lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avss-vocab")
+            try:
+                future = self._worker.submit(job)
+            except RuntimeError:  # close() shut the worker down meanwhile
+                raise StreamError("the stream is closed") from None
         future.add_done_callback(_warn_on_failure(kind, argument))
         return future
 
