@@ -57,6 +57,9 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Stages alternate with numpy work (preprocessing, labels) and capture threads; worker
+        # threads that spin between runs would take those cores away on a small CPU.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
         for stage in manifest.stages:
             path = manifest.onnx_path(stage, precision)
