@@ -26,6 +26,7 @@ from avss_sdk.modeling.mask_decoder import DecoderOutput, MaskDecoder
 from avss_sdk.modeling.post_mask import PostMaskHead
 from avss_sdk.modeling.text_encoder import TextEncoder, create_open_clip
 from avss_sdk.modeling.vta import VisualTextualAlignment
+from avss_sdk.runtime.manifest import write_atomic
 
 CHECKPOINT_FORMAT = "avss_sdk.ssp_ov"
 CHECKPOINT_VERSION = 1
@@ -123,16 +124,9 @@ def save_checkpoint(path: str | os.PathLike, model: SSPOV, extra: dict[str, Any]
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                "config": dataclasses.asdict(model.config), "model": state, **(extra or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

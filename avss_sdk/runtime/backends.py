@@ -57,6 +57,9 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Stages alternate with numpy work (preprocessing, labels) and capture threads; worker
+        # threads that spin between runs would take those cores away on a small CPU.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
         for stage in manifest.stages:
             path = manifest.onnx_path(stage, precision)
@@ -133,8 +136,11 @@ class TensorRTBackend:
         except Exception as error:  # cuda-python missing, no driver, no GPU
             raise BackendError(f"TensorRT needs a CUDA GPU: {error}") from error
         precision = manifest.precision
-        engines = trt_backend.TensorRTEngineCache(log).ensure(manifest, precision, 2.0, False,
-                                                              Path(cache_dir) / "engines" / manifest.model_hash)
+        try:
+            engines = trt_backend.TensorRTEngineCache(log).ensure(manifest, precision, 2.0, False,
+                                                                  Path(cache_dir) / "engines" / manifest.model_hash)
+        except (RuntimeError, ValueError) as error:  # a failed (re)build: other backends may still run
+            raise BackendError(f"no usable TensorRT engines: {error}") from error
         self.stages = {name: trt_backend.TensorRTStage(path) for name, path in engines.items()}
         self.max_vocab = manifest.max_vocab
         self.description = f"tensorrt {version} (compute capability {capability}, {precision})"
@@ -165,7 +171,11 @@ def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.
     reasons = []
     for name in BACKENDS:
         try:
-            return makers[name]()
+            chosen = makers[name]()
         except BackendError as error:
             reasons.append(f"{name}: {error}")
+            continue
+        skipped = f" (skipped {'; '.join(reasons)})" if reasons else ""
+        log(f"avss_sdk: backend {chosen.description}{skipped}")
+        return chosen
     raise BackendError("no backend can run here:\n  " + "\n  ".join(reasons))

@@ -1,0 +1,164 @@
+"""End-to-end frames per second and per-stage latency of every backend present, on the same frames.
+
+    python benchmarks/stream.py --out benchmarks/results/stream-cpu.md
+
+Frames are a SynthAVS clip with sound scaled to camera size (640x480), segmented one by one
+with the audio window that ends at each frame, as a live stream does: preprocessing, every
+stage, and the label map at frame resolution included. Each backend (and the OpenCV DIS flow
+alternative) runs the same frames in this one process, so the ratios in the table compare
+like with like on a noisy machine. A second table times a 100-word vocabulary switch: cold
+(nothing cached), from the disk cache (a new process), and from memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from avss_sdk.data.avsbench import AVSSDataset  # noqa: E402
+from avss_sdk.data.synthavs import generate_clip  # noqa: E402
+from avss_sdk.data.synthavs.writer import write_dataset_files  # noqa: E402
+from avss_sdk.preprocess import LOG_MEL_SECONDS  # noqa: E402
+from avss_sdk.runtime.backends import BACKENDS, BackendError  # noqa: E402
+from avss_sdk.segmenter import Segmenter  # noqa: E402
+
+STAGES = ("preprocess", "flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "postprocess")
+VOCAB = ["dog", "guitar", "person speaking", "alarm clock", "violin", "cat", "car engine", "piano"]
+
+
+def benchmark_frames(directory: Path, count: int, size: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``count`` camera-size RGB frames of SynthAVS clips with their audio windows."""
+    rows = [generate_clip(directory, "test", 7, i, frames=20, size=224) for i in range(max(1, count // 20))]
+    write_dataset_files(directory, "test", 7, rows)
+    dataset = AVSSDataset(directory, "test")
+    frames, windows = [], []
+    for clip in (dataset[i] for i in range(len(dataset))):
+        for i in range(len(clip.frames)):
+            frames.append(cv2.resize(clip.frames[i], size, interpolation=cv2.INTER_LINEAR))
+            windows.append(clip.audio_window(i, LOG_MEL_SECONDS))
+    return frames[:count], windows[:count]
+
+
+def run_backend(segmenter: Segmenter, frames: list[np.ndarray], windows: list[np.ndarray],
+                warmup: int) -> dict[str, float]:
+    segmenter.reset()
+    for i in range(warmup):
+        segmenter.segment(frames[i], windows[i])
+    segmenter.reset()
+    timings = []
+    start = time.perf_counter()
+    for i, (frame, window) in enumerate(zip(frames, windows)):
+        timings.append(segmenter.segment(frame, window, i / 25.0, i).timings)
+    elapsed = time.perf_counter() - start
+    row = {"fps": len(frames) / elapsed}
+    for stage in (*STAGES, "total"):
+        row[stage] = statistics.median(t[stage] for t in timings)
+    return row
+
+
+def vocabulary_switch(engines: str | None, backend: str, words: list[str], threads: int | None) -> dict[str, float]:
+    """Milliseconds to make ``words`` the vocabulary: cold, from the disk cache, from memory."""
+    with tempfile.TemporaryDirectory() as cache:
+        first = Segmenter(engines, vocab=["dog"], backend=backend, cache_dir=cache, threads=threads, log=lambda m: None)
+        start = time.perf_counter()
+        first.set_vocab(words)
+        cold = time.perf_counter() - start
+        second = Segmenter(engines, vocab=["dog"], backend=backend, cache_dir=cache, threads=threads,
+                           log=lambda m: None)
+        start = time.perf_counter()
+        second.set_vocab(words)
+        disk = time.perf_counter() - start
+        second.set_vocab(["dog"])
+        start = time.perf_counter()
+        second.set_vocab(words)
+        memory = time.perf_counter() - start
+    return {"cold": cold * 1000, "disk": disk * 1000, "memory": memory * 1000}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Frames per second and per-stage latency of every backend present.")
+    parser.add_argument("--engines", default=None, help="engine directory (default: the shipped default model)")
+    parser.add_argument("--frames", type=int, default=200, help="frames timed per backend (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: all)")
+    parser.add_argument("--out", type=Path, help="also write the tables (markdown) here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        frames, windows = benchmark_frames(Path(tmp), args.frames + args.warmup, (args.width, args.height))
+    frames, windows = frames[args.warmup:] + frames[:args.warmup], windows[args.warmup:] + windows[:args.warmup]
+    timed, warm = frames[:args.frames], windows[:args.frames]
+
+    rows: dict[str, dict[str, float]] = {}
+    descriptions: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for backend in BACKENDS:
+            for flow in ("model", "dis"):
+                try:
+                    segmenter = Segmenter(args.engines, vocab=VOCAB, backend=backend, flow=flow, cache_dir=cache,
+                                          threads=args.threads, log=lambda m: None)
+                except BackendError as error:
+                    print(f"{backend}: not measured ({str(error).splitlines()[0]})", file=sys.stderr)
+                    break
+                name = f"{backend}, flow={flow}"
+                descriptions[name] = segmenter.backend.description
+                rows[name] = run_backend(segmenter, timed, warm, args.warmup)
+                segmenter.close()
+                print(f"{name}: {rows[name]['fps']:.1f} frames/s", file=sys.stderr)
+
+    words = [f"{w} {i}" for i, w in enumerate(VOCAB * 13)][:100]
+    switch = vocabulary_switch(args.engines, "onnxruntime", words, args.threads)
+
+    lines = [f"# Stream benchmark: {args.frames} frames at {args.width}x{args.height}, vocabulary of {len(VOCAB)}", "",
+             f"Machine: {machine()}", "",
+             "| backend | frames/s | vs torch | " + " | ".join(STAGES) + " | total ms |",
+             "|---|---:|---:|" + "---:|" * (len(STAGES) + 1)]
+    reference = rows.get("torch, flow=model", {}).get("fps")
+    for name, row in rows.items():
+        ratio = f"{row['fps'] / reference:.2f}x" if reference else "n/a"
+        lines.append(f"| {name} | {row['fps']:.1f} | {ratio} | "
+                     + " | ".join(f"{row[s]:.1f}" for s in STAGES) + f" | {row['total']:.1f} |")
+    lines += ["", "Stage columns: median milliseconds per frame. Backends: "
+              + "; ".join(f"{n}: {d}" for n, d in descriptions.items() if n.endswith("model")), "",
+              f"## Switching to a {len(words)}-word vocabulary (ONNX Runtime)", "",
+              "| cold (text encoder) | disk cache (new process) | memory cache |", "|---:|---:|---:|",
+              f"| {switch['cold']:.0f} ms | {switch['disk']:.1f} ms | {switch['memory']:.1f} ms |"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

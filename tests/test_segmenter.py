@@ -1,0 +1,207 @@
+"""Segmenter: backends agree, the runtime path equals the training path, text cache, vocabulary rules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from avss_sdk.data.avsbench import AVSSDataset
+from avss_sdk.data.synthavs import generate_clip
+from avss_sdk.data.synthavs.writer import write_dataset_files
+from avss_sdk.preprocess import LOG_MEL_SECONDS
+from avss_sdk.runtime.manifest import ManifestError
+from avss_sdk.runtime.text_cache import TextEmbeddingCache
+from avss_sdk.segmenter import Segmenter, VocabularyError, clean_vocabulary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    rows = [generate_clip(out, "test", 2, i, frames=6, size=224) for i in range(3)]
+    write_dataset_files(out, "test", 2, rows)
+    dataset = AVSSDataset(out, "test")
+    return dataset, [dataset[i] for i in range(len(dataset))]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _run(segmenter: Segmenter, clip) -> np.ndarray:
+    segmenter.reset()
+    return np.stack([segmenter.segment(clip.frames[i], clip.audio_window(i, LOG_MEL_SECONDS),
+                                       float(clip.frame_times[i]), i).labels for i in range(len(clip.frames))])
+
+
+def test_onnxruntime_and_torch_backends_label_the_same_pixels(clips, cache):
+    dataset, clips = clips
+    vocab = dataset.class_names[1:]
+    ort_segmenter = Segmenter(vocab=vocab, backend="onnxruntime", cache_dir=cache, log=lambda m: None)
+    torch_segmenter = Segmenter(vocab=vocab, backend="torch", cache_dir=cache, log=lambda m: None)
+    assert ort_segmenter.backend_name == "onnxruntime" and torch_segmenter.backend_name == "torch"
+    found = 0
+    for clip in clips:
+        a, b = _run(ort_segmenter, clip), _run(torch_segmenter, clip)
+        assert a.shape == clip.labels.shape and a.dtype == np.int32
+        assert (a == b).mean() > 0.999
+        found += int((a > 0).sum())
+    assert found > 0  # something is found: the comparison is not between empty maps only
+
+
+def test_runtime_path_equals_the_training_path(clips, cache):
+    """Segmenter (numpy preprocessing, ONNX Runtime, frame-size decision) against segment_clip (torch)."""
+    spec = importlib.util.spec_from_file_location("segment_clip", ROOT / "samples" / "segment_clip.py")
+    segment_clip = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(segment_clip)
+    from avss_sdk.modeling.ssp_ov import load_model
+
+    model, payload = load_model("default")
+    dataset, clips = clips
+    vocab = dataset.class_names[1:]
+    segmenter = Segmenter(vocab=vocab, backend="onnxruntime", cache_dir=cache, log=lambda m: None)
+    for clip in clips:
+        windows = [clip.audio_window(i, LOG_MEL_SECONDS) for i in range(len(clip.frames))]
+        reference = segment_clip.segment(model, clip.frames, windows, vocab, None, payload["foreground_threshold"])
+        assert (_run(segmenter, clip) == reference).mean() > 0.995
+
+
+def test_result_objects_boxes_and_plot(clips, cache):
+    dataset, clips = clips
+    segmenter = Segmenter(vocab=dataset.class_names[1:], cache_dir=cache, log=lambda m: None)
+    clip = clips[0]
+    result = segmenter.segment(clip.frames[0], clip.audio_window(0, LOG_MEL_SECONDS), 1.5, 7)
+    assert result.timestamp == 1.5 and result.index == 7
+    assert {"flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "total"} <= set(result.timings)
+    for obj in result.objects:
+        assert obj.label == result.vocab[obj.class_index]
+        assert np.array_equal(obj.mask, result.labels == obj.class_index + 1)
+        x0, y0, x1, y1 = obj.box
+        assert obj.mask[y0:y1 + 1, x0:x1 + 1].sum() == obj.mask.sum() and 0 < obj.score <= 1
+    image = result.plot()
+    assert image.shape == clip.frames[0].shape and image.dtype == np.uint8
+    if result.objects:
+        assert not np.array_equal(image, clip.frames[0])
+
+
+def test_dis_flow_follows_the_learned_stages_convention(cache):
+    """An image shifted right by 6 px: backward flow points left (current(p) = previous(p + flow))."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (192, 220, 3), dtype=np.uint8), (5, 5), 0)
+    previous, current = texture[:, 10:202], texture[:, 4:196]  # content moves right by 6 px
+    segmenter = Segmenter(vocab=["dog"], flow="dis", cache_dir=cache, log=lambda m: None)
+    flow = segmenter._flow(None, None, current, previous)
+    assert flow.shape == (1, 2, 24, 24)
+    assert np.median(flow[0, 0, 4:-4, 4:-4]) == pytest.approx(-6, abs=0.75)
+    assert abs(np.median(flow[0, 1])) < 0.75
+    silence = np.zeros(16000, np.float32)
+    assert segmenter.segment(current, silence).labels.shape == (192, 192)
+
+
+def test_text_cache_persists_and_survives_a_corrupt_file(tmp_path):
+    calls = []
+
+    def encode(prompts):
+        calls.append(list(prompts))
+        return np.stack([np.full(4, len(p), np.float32) for p in prompts])
+
+    first = TextEmbeddingCache("abc", 4, tmp_path)
+    np.testing.assert_array_equal(first.embed(["a dog", "a cat"], encode)[:, 0], [5, 5])
+    second = TextEmbeddingCache("abc", 4, tmp_path)  # a new process: from disk
+    second.embed(["a cat", "a dog", "a tuba"], encode)
+    assert calls == [["a cat", "a dog"], ["a tuba"]]
+    assert TextEmbeddingCache("other-model", 4, tmp_path).embed(["a dog"], encode).shape == (1, 4)
+    assert len(calls) == 3  # another model hash never shares embeddings
+    first.path.write_bytes(b"this is not sqlite" * 100)
+    third = TextEmbeddingCache("abc", 4, tmp_path)
+    assert third.embed(["a dog"], encode).shape == (1, 4) and third.disk_error is not None
+
+
+def test_vocabulary_switch_uses_the_cache_and_changes_the_words(cache):
+    segmenter = Segmenter(vocab=["dog", "guitar"], cache_dir=cache, log=lambda m: None)
+    before = segmenter.prepare_vocab(["dog", "guitar"])
+    encoded = []
+    original = segmenter._encode_text
+    segmenter._encode_text = lambda prompts: (encoded.append(prompts), original(prompts))[1]
+    segmenter.set_vocab(["guitar", "dog"])
+    assert encoded == [] and segmenter.vocab == ["guitar", "dog"]
+    np.testing.assert_allclose(segmenter.prepare_vocab(["guitar", "dog"]).embeddings, before.embeddings[::-1])
+    segmenter.set_vocab(["tuba"])
+    assert len(encoded) == 1 and len(encoded[0]) == len(segmenter.manifest.text["category_templates"])
+
+
+def test_vocabulary_rules(cache):
+    with pytest.raises(VocabularyError, match="empty"):
+        clean_vocabulary([])
+    with pytest.raises(VocabularyError, match="not one string"):
+        clean_vocabulary("dog, cat")
+    with pytest.raises(VocabularyError, match="not a string"):
+        clean_vocabulary(["dog", 3])
+    with pytest.raises(VocabularyError, match="blank"):
+        clean_vocabulary(["dog", "  "])
+    with pytest.raises(VocabularyError, match="at most 2"):
+        clean_vocabulary(["a", "b", "c"], max_words=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert clean_vocabulary(["Dog", " dog ", "alarm  clock"]) == ["Dog", "alarm clock"]
+    assert "duplicate" in str(caught[0].message)
+    segmenter = Segmenter(cache_dir=cache, log=lambda m: None)
+    with pytest.raises(VocabularyError, match="no vocabulary"):
+        segmenter.segment(np.zeros((64, 64, 3), np.uint8), np.zeros(100, np.float32))
+    segmenter.set_vocab(["chien qui aboie", "電子ギター", "réveil"])  # non-ASCII words embed like any other
+    words = [f"object number {i}" for i in range(1000)]
+    segmenter.set_vocab(words)  # ONNX Runtime takes any K; TensorRT engines stop at --max-vocab
+    result = segmenter.segment(np.zeros((48, 64, 3), np.uint8), np.zeros(15600, np.float32))
+    assert result.labels.shape == (48, 64) and len(result.vocab) == 1000
+    with pytest.raises(ValueError, match="RGB uint8"):
+        segmenter.segment(np.zeros((48, 64), np.uint8), np.zeros(15600, np.float32))
+
+
+def test_bad_engines_directory_and_backend_are_clear_errors(tmp_path):
+    with pytest.raises(ManifestError, match="no manifest"):
+        Segmenter(engines=tmp_path, vocab=["dog"])
+    with pytest.raises(ValueError, match="unknown backend"):
+        Segmenter(vocab=["dog"], backend="cuda")
+    with pytest.raises(ValueError, match="flow must be"):
+        Segmenter(vocab=["dog"], flow="farneback")
+
+
+def test_runtime_needs_no_torch(tmp_path):
+    """The SDK's runtime imports and segments with torch made unimportable."""
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now raises ImportError
+import numpy as np
+import avss_sdk
+segmenter = avss_sdk.Segmenter(vocab=["dog", "guitar"], cache_dir={str(tmp_path)!r}, log=lambda m: None)
+result = segmenter.segment(np.zeros((120, 160, 3), np.uint8), np.zeros(15600, np.float32))
+print(segmenter.backend_name, result.labels.shape)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnxruntime", "(120,", "160)"]
+
+
+def test_default_manifest_threshold_reaches_the_decision(cache, tmp_path):
+    """The manifest's foreground threshold is the one applied (a threshold of 1 leaves nothing)."""
+    import shutil
+
+    copy = tmp_path / "engines"
+    shutil.copytree(Segmenter(cache_dir=cache, log=lambda m: None).manifest.root, copy)
+    values = json.loads((copy / "manifest.json").read_text())
+    values["postprocess"]["foreground_threshold"] = 1.0
+    (copy / "manifest.json").write_text(json.dumps(values))
+    segmenter = Segmenter(engines=copy, vocab=["dog"], cache_dir=cache, log=lambda m: None)
+    rng = np.random.default_rng(0)
+    result = segmenter.segment(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), rng.standard_normal(15600) * 0.1)
+    assert segmenter.threshold == 1.0 and not (result.labels > 0).any()
