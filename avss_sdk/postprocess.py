@@ -33,25 +33,33 @@ def label_map(pixel_logits: np.ndarray, threshold: float = FOREGROUND_THRESHOLD)
     return decide(*foreground_and_words(pixel_logits), threshold)
 
 
-def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int],
-                        threshold: float = FOREGROUND_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """One frame's [K+1, h, w] log-probabilities -> (labels [H, W] int32, P(object) [H, W]) at ``size``.
+def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], threshold: float = FOREGROUND_THRESHOLD,
+                        word_stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's [K+1, h, w] log-probabilities -> (labels [H, W] int32, log P(background) [H, W]) at ``size``.
 
-    Bilinear upsampling of the log-probabilities (as evaluation does), then :func:`decide`.
-    Only background and the words that win somewhere at the decoder's resolution are
-    upsampled: with a large vocabulary the others would cost most of the time and, being
-    nowhere the most likely word, would almost never win between two grid points.
+    The same decision as :func:`label_map` after bilinear upsampling, made affordable at
+    camera resolution (an argmax over K channels of every camera pixel costs more than the
+    whole model on a small CPU): "is it a sounding object" is decided on the background
+    channel upsampled to ``size``, so outlines are as smooth as full upsampling makes them;
+    "which word" is decided at ``word_stride`` times the decoder's grid (the model's input
+    resolution, where evaluation decides it too) and scaled to ``size`` by nearest neighbour.
+    Only words that win somewhere on the decoder's grid are upsampled.
     """
     import cv2
 
     logits = np.asarray(pixel_logits, np.float32)
     if logits.ndim != 3 or logits.shape[0] < 2:
         raise ValueError(f"expected one frame's [K+1, h, w] log-probabilities, got {logits.shape}")
-    words = np.unique(np.argmax(logits[1:], axis=0)) + 1
-    channels = np.concatenate([[0], words])
     height, width = size
-    up = cv2.resize(np.ascontiguousarray(logits[channels].transpose(1, 2, 0)), (width, height),
-                    interpolation=cv2.INTER_LINEAR).reshape(height, width, len(channels))
-    foreground = 1.0 - np.exp(up[..., 0])
-    labels = words[np.argmax(up[..., 1:], axis=-1)]
-    return decide(foreground, labels, threshold).astype(np.int32), foreground
+    background = cv2.resize(logits[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    words = np.unique(np.argmax(logits[1:], axis=0)) + 1
+    if len(words) == 1:
+        word_map = np.full((height, width), words[0], np.int32)
+    else:
+        grid = (min(width, logits.shape[2] * word_stride), min(height, logits.shape[1] * word_stride))
+        fine = cv2.resize(np.ascontiguousarray(logits[words].transpose(1, 2, 0)), grid, interpolation=cv2.INTER_LINEAR)
+        word_index = np.argmax(fine, axis=-1).astype(np.uint16)
+        word_map = words[cv2.resize(word_index, (width, height), interpolation=cv2.INTER_NEAREST)].astype(np.int32)
+    # P(object) > threshold  <=>  log P(background) < log(1 - threshold): no exp over the frame.
+    object_pixels = background < np.log1p(-threshold) if threshold < 1 else np.zeros_like(background, bool)
+    return np.where(object_pixels, word_map, 0).astype(np.int32), background

@@ -49,14 +49,14 @@ class Result:
         return image
 
 
-def sounding_objects(labels: np.ndarray, foreground: np.ndarray, vocab: list[str]) -> list[SoundingObject]:
-    """The objects of a label map, most confident first; ``foreground`` is P(object) at the same size."""
+def sounding_objects(labels: np.ndarray, log_background: np.ndarray, vocab: list[str]) -> list[SoundingObject]:
+    """The objects of a label map, most confident first; ``log_background`` is log P(background) at its size."""
+    counts = np.bincount(labels.ravel(), minlength=len(vocab) + 1)
     objects = []
-    for label in np.unique(labels):
-        if label == 0:
-            continue
+    for label in np.flatnonzero(counts[1:]) + 1:
         mask = labels == label
-        ys, xs = np.nonzero(mask)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
-        objects.append(SoundingObject(vocab[label - 1], int(label - 1), float(foreground[mask].mean()), mask, box))
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+        score = float(np.mean(-np.expm1(log_background[mask])))
+        objects.append(SoundingObject(vocab[label - 1], int(label - 1), score, mask, box))
     return sorted(objects, key=lambda o: -o.score)

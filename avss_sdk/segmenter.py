@@ -235,8 +235,8 @@ class Segmenter:
             "aligned_features": aligned, "dense_embedding": encoded["dense_embedding"], "flow": flow,
             "audio_embedding": heard, "class_embeddings": vocabulary.embeddings})
         lap("mask_decoder")
-        labels, foreground = upsampled_label_map(decoded["pixel_logits"][0], image.shape[:2], self.threshold)
-        objects = sounding_objects(labels, foreground, vocabulary.words)
+        labels, log_background = upsampled_label_map(decoded["pixel_logits"][0], image.shape[:2], self.threshold)
+        objects = sounding_objects(labels, log_background, vocabulary.words)
         lap("postprocess")
         timings["total"] = (clock - start) * 1000.0
         return Result(image, timestamp, labels, list(vocabulary.words), objects, timings, index)

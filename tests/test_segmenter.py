@@ -205,3 +205,23 @@ def test_default_manifest_threshold_reaches_the_decision(cache, tmp_path):
     rng = np.random.default_rng(0)
     result = segmenter.segment(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), rng.standard_normal(15600) * 0.1)
     assert segmenter.threshold == 1.0 and not (result.labels > 0).any()
+
+
+@pytest.mark.parametrize("size", [(192, 192), (224, 224), (480, 640)])
+def test_frame_resolution_labels_match_full_bilinear_upsampling(size):
+    """The object/background decision is exact; words are exact at the model's resolution."""
+    import torch
+    import torch.nn.functional as F
+
+    from avss_sdk.postprocess import label_map, upsampled_label_map
+
+    rng = np.random.default_rng(size[1])
+    logits = torch.log_softmax(torch.tensor(rng.standard_normal((6, 24, 24)) * 3, dtype=torch.float32), 0)
+    labels, log_background = upsampled_label_map(logits.numpy(), size, 0.4)
+    full = label_map(F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False).numpy(), 0.4)[0]
+    np.testing.assert_array_equal(labels > 0, full > 0)
+    assert labels.shape == size and log_background.shape == size
+    if size == (192, 192):
+        np.testing.assert_array_equal(labels, full)
+    else:
+        assert (labels == full).mean() > 0.85  # random logits: word boundaries everywhere, the worst case
