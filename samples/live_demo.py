@@ -66,7 +66,7 @@ def can_show_windows() -> str | None:
 def open_stream(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Stream:
     """The stream the arguments ask for; the demo clip when no camera is there and none was named."""
     source, words, scene = args.source, parse_words(args.vocab) if args.vocab else None, args.scene
-    common = dict(engines=args.engines, backend=args.backend, realtime=not args.headless)
+    common = dict(engines=args.engines, backend=args.backend, flow=args.flow, realtime=not args.headless)
     if source is None:
         if words or args.camera_given:
             if not words:
@@ -108,16 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mic", type=int, help="microphone (sounddevice input device index; default: the "
                                                 "system's); with --source, the file's video plays live with it")
     parser.add_argument("--engines", help="model directory with manifest.json (default: the shipped model)")
-    parser.add_argument("--backend", default="auto", help="tensorrt, onnxruntime, torch or auto (default)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                        help="which runtime runs the model (default: auto, the fastest present)")
+    parser.add_argument("--flow", default="model", choices=("model", "dis"),
+                        help="optical flow: the model's flow stage, or OpenCV DIS (faster on CPUs)")
     parser.add_argument("--frames", type=int, help="stop after this many frames")
     parser.add_argument("--headless", action="store_true", help="no window (machines without a display)")
     parser.add_argument("--out", type=Path, help="write the overlay video here (.mp4 or .avi)")
+    parser.add_argument("--snapshot", type=Path, help="save the last overlay frame as an image here (.png, .jpg)")
     args = parser.parse_args(argv)
     args.camera_given = args.camera is not None
     args.camera = args.camera if args.camera is not None else 0
     args.mic_for_file = args.source is not None
-    if args.headless and args.out is None and args.frames is None:
-        parser.error("--headless shows nothing: give --out FILE and/or --frames N")
+    if args.headless and args.out is None and args.frames is None and args.snapshot is None:
+        parser.error("--headless shows nothing: give --out FILE, --snapshot IMAGE and/or --frames N")
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be at least 1")
     if not args.headless and (why := can_show_windows()):
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CaptureError, FileNotFoundError, ValueError) as error:  # cameras, files, words, models
         print(f"error: {error}", file=sys.stderr)
         return 2
-    writer, first, count = None, None, 0
+    writer, first, count, image = None, None, 0, None
     try:
         with stream:
             print(f"{stream.backend} backend; looking for: {', '.join(stream.vocab)}", file=sys.stderr)
@@ -163,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             cv2.destroyAllWindows()
     if args.out is not None:
         print(f"wrote {args.out}", file=sys.stderr)
+    if args.snapshot is not None and image is not None:
+        if not cv2.imwrite(str(args.snapshot), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            print(f"error: could not write {args.snapshot}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.snapshot}", file=sys.stderr)
     return 0
 
 

@@ -501,9 +501,12 @@ def run_demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 @pytest.mark.timeout(120)
 def test_live_demo_headless_writes_a_playable_video(tmp_path):
     out = tmp_path / "out.mp4"
-    done = run_demo("--headless", "--source", str(DEMO), "--frames", "12", "--out", str(out))
+    snapshot = tmp_path / "last.png"
+    done = run_demo("--headless", "--source", str(DEMO), "--frames", "12", "--out", str(out), "--flow", "dis",
+                    "--snapshot", str(snapshot))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    assert cv2.imread(str(snapshot)).shape == (224, 224, 3)
     capture = cv2.VideoCapture(str(out))
     fps = capture.get(cv2.CAP_PROP_FPS)
     frames = []
