@@ -35,7 +35,7 @@ from avss_sdk.capture import (
     _AudioRing,
 )
 from avss_sdk.media import SAMPLE_RATE, WINDOW_SECONDS, audio_window, read_audio
-from virtual_mic import virtual_mic  # noqa: F401  (the fixture)
+from virtual_mic import Player, virtual_mic  # noqa: F401  (the fixture)
 
 FPS = 10
 ONSETS = (0.5, 1.7, 2.9)  # tone onsets in seconds, on frame times, further apart than a window
@@ -416,29 +416,6 @@ def test_the_microphone_records_what_is_played_sample_exact(virtual_mic, tmp_pat
     assert spawned - mic.latency <= started < spawned + 0.5, started - spawned
 
 
-def play_through_portaudio(signal: np.ndarray, rate: int) -> tuple[float, float]:
-    """Play ``signal`` on PortAudio's default output (the null sink); returns its first sample's
-    monotonic time (from ``outputBufferDacTime``) and the output latency."""
-    import sounddevice as sd
-
-    position, offsets, first_dac = 0, [], []
-
-    def callback(out, frames, time_info, status):
-        nonlocal position
-        offsets.append(time.monotonic() - time_info.currentTime)
-        if position == 0:
-            first_dac.append(time_info.outputBufferDacTime)
-        chunk = signal[position : position + frames]
-        out[:] = 0
-        out[: chunk.size, 0] = chunk
-        position += frames
-
-    with sd.OutputStream(samplerate=rate, channels=1, dtype="float32", latency="low", callback=callback) as stream:
-        time.sleep(signal.size / rate + 0.2)
-        latency = stream.latency
-    return first_dac[0] + min(offsets), latency
-
-
 @pytest.mark.parametrize("capture_rate, channels", [(None, 1), (48000, 2)])
 def test_microphone_timestamps_agree_with_playback_within_the_reported_latency(virtual_mic, capture_rate, channels):
     """A tone played at a known PortAudio DAC time is found at that monotonic time in the recording.
@@ -451,7 +428,9 @@ def test_microphone_timestamps_agree_with_playback_within_the_reported_latency(v
     with MicrophoneSource(capture_rate=capture_rate, channels=channels) as mic:
         assert mic.capture_rate == (capture_rate or SAMPLE_RATE)
         time.sleep(0.2)
-        first_sample, output_latency = play_through_portaudio(signal, rate)
+        player = Player(signal, rate)
+        player.join()
+        first_sample, output_latency = player.start_time, player.latency
         onset = first_sample + 0.3
         window = mic.window(onset + 0.5, seconds=1.0, timeout=1.0)
         input_latency = mic.latency
@@ -478,7 +457,9 @@ def test_a_stalled_callback_keeps_audio_times(virtual_mic, tmp_path):
                 pass
         finally:
             sys.setswitchinterval(interval)
-        first_sample, output_latency = play_through_portaudio(signal, rate)
+        player = Player(signal, rate)
+        player.join()
+        first_sample, output_latency = player.start_time, player.latency
         onset = first_sample + 0.5
         window = mic.window(onset + 0.3, seconds=2.5, timeout=1.0)
         latency = mic.latency

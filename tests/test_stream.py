@@ -33,7 +33,7 @@ from avss_sdk.media import SAMPLE_RATE, audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SAMPLES, LOG_MEL_SECONDS
 from avss_sdk.segmenter import Segmenter, VocabularyError
 from avss_sdk.stream import Stream, StreamError
-from virtual_mic import virtual_mic  # noqa: F401  (the fixture)
+from virtual_mic import Player, virtual_mic  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_clip.mp4"
@@ -114,46 +114,6 @@ def label_agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
         scores.append(np.mean([((x == c) & (y == c)).sum() / ((x == c) | (y == c)).sum() for c in labels])
                       if labels else 1.0)
     return float(np.mean(scores))
-
-
-class Player:
-    """Plays a signal on PortAudio's default output (the virtual microphone's sink) in a thread.
-
-    ``start_time`` is the monotonic time of its first sample (from PortAudio's DAC time);
-    ``latency`` the output latency.
-    """
-
-    def __init__(self, signal: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-        self.signal, self.rate = signal, rate
-        self.started = threading.Event()
-        self.start_time = self.latency = None
-        self._thread = threading.Thread(target=self._run, name="test-player")
-        self._thread.start()
-
-    def _run(self) -> None:
-        import sounddevice as sd
-
-        position, offsets, first = 0, [], []
-
-        def callback(out, frames, time_info, status):
-            nonlocal position
-            offsets.append(time.monotonic() - time_info.currentTime)
-            if position == 0:
-                first.append(time_info.outputBufferDacTime)
-            chunk = self.signal[position : position + frames]
-            out[:] = 0
-            out[: chunk.size, 0] = chunk
-            position += frames
-            if len(offsets) == 3:  # the offset settles on the smallest of a few
-                self.start_time = first[0] + min(offsets)
-                self.started.set()
-
-        with sd.OutputStream(samplerate=self.rate, channels=1, dtype="float32", latency="low", callback=callback) as s:
-            self.latency = s.latency
-            time.sleep(self.signal.size / self.rate + 0.3)
-
-    def join(self) -> None:
-        self._thread.join()
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 SINK = "vmic"
@@ -159,3 +161,43 @@ def virtual_mic() -> Iterator[VirtualMic]:
     """A virtual microphone shared by the tests of one module."""
     with virtual_microphone() as mic:
         yield mic
+
+
+class Player:
+    """Plays a signal on PortAudio's default output (the virtual microphone's sink) in a thread.
+
+    ``start_time`` is the monotonic time of its first sample (from PortAudio's DAC time);
+    ``latency`` the output latency.
+    """
+
+    def __init__(self, signal: np.ndarray, rate: int = 16000) -> None:
+        self.signal, self.rate = signal, rate
+        self.started = threading.Event()
+        self.start_time = self.latency = None
+        self._thread = threading.Thread(target=self._run, name="test-player")
+        self._thread.start()
+
+    def _run(self) -> None:
+        import sounddevice as sd
+
+        position, offsets, first = 0, [], []
+
+        def callback(out, frames, time_info, status):
+            nonlocal position
+            offsets.append(time.monotonic() - time_info.currentTime)
+            if position == 0:
+                first.append(time_info.outputBufferDacTime)
+            chunk = self.signal[position : position + frames]
+            out[:] = 0
+            out[: chunk.size, 0] = chunk
+            position += frames
+            if len(offsets) == 3:  # the offset settles on the smallest of a few
+                self.start_time = first[0] + min(offsets)
+                self.started.set()
+
+        with sd.OutputStream(samplerate=self.rate, channels=1, dtype="float32", latency="low", callback=callback) as s:
+            self.latency = s.latency
+            time.sleep(self.signal.size / self.rate + 0.3)
+
+    def join(self) -> None:
+        self._thread.join()
