@@ -341,3 +341,13 @@ def test_build_and_run_a_tiny_engine(tmp_path):
         np.testing.assert_allclose(run(x=x)["y"], expected, rtol=1e-4, atol=1e-5)
         with pytest.raises(ValueError, match="between"):
             run(x=np.zeros((33, 8), np.float32))
+
+
+def test_runtime_precision_gets_fp16_engines_from_the_shipped_fp32_export():
+    from avss_sdk.runtime.tensorrt_build import runtime_precision
+    from avss_sdk.segmenter import DEFAULT_ENGINES
+
+    shipped = Manifest.load(DEFAULT_ENGINES)
+    assert shipped.precision == "fp32" and "fp16" not in shipped.stages["flow"].onnx
+    assert runtime_precision(shipped, "10.3.0.30") == "fp16"  # Jetson: the FP16 flag on the fp32 ONNX
+    assert runtime_precision(shipped, "11.0.0") == "fp32"  # strongly typed: no fp16 file, stays fp32

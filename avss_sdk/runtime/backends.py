@@ -127,6 +127,7 @@ class TensorRTBackend:
 
     def __init__(self, manifest: Manifest, cache_dir: str | os.PathLike, log: Callable[[str], None] = print) -> None:
         from avss_sdk.runtime import tensorrt_backend as trt_backend
+        from avss_sdk.runtime.tensorrt_build import runtime_precision
 
         version = trt_backend.tensorrt_version()
         if version is None:
@@ -135,7 +136,7 @@ class TensorRTBackend:
             capability = trt_backend.compute_capability()
         except Exception as error:  # cuda-python missing, no driver, no GPU
             raise BackendError(f"TensorRT needs a CUDA GPU: {error}") from error
-        precision = manifest.precision
+        precision = runtime_precision(manifest, version)
         try:
             engines = trt_backend.TensorRTEngineCache(log).ensure(manifest, precision, 2.0, False,
                                                                   Path(cache_dir) / "engines" / manifest.model_hash)

@@ -38,7 +38,7 @@ from avss_sdk.runtime.tensorrt_backend import (  # noqa: F401  (re-exported: the
 
 __all__ = ["EngineBuildError", "EngineFileError", "TensorRTUnavailable", "build_engine", "build_profile",
            "check_engine_file", "compute_capability", "engine_is_current", "import_tensorrt", "onnx_precision",
-           "parse_version", "precision_mode", "stage_onnx", "stage_profile", "tensorrt_version"]
+           "parse_version", "precision_mode", "runtime_precision", "stage_onnx", "stage_profile", "tensorrt_version"]
 
 MIN_TENSORRT = (10, 3)
 STRONGLY_TYPED_FROM = (11, 0)
@@ -76,6 +76,17 @@ def precision_mode(version: str, precision: str) -> str:
 def onnx_precision(version: str, precision: str) -> str:
     """Which ONNX file (by precision) to build from: fp32 on 10.x, the requested one on >= 11."""
     return "fp32" if precision_mode(version, precision) == "builder_flags" else precision
+
+
+def runtime_precision(manifest: Manifest, version: str) -> str:
+    """The precision to build engines in at run time: the manifest's, raised to fp16 where this
+    TensorRT can build fp16 from what the export holds (10.x from the fp32 ONNX with the FP16
+    flag, >= 11 from fp16 ONNX files). The shipped default holds fp32 ONNX only, so a Jetson
+    (TensorRT 10.3) still gets fp16 engines."""
+    if manifest.precision == "fp16":
+        return "fp16"
+    has_fp16 = all("fp16" in stage.onnx for stage in manifest.stages.values())
+    return "fp16" if has_fp16 or precision_mode(version, "fp16") == "builder_flags" else "fp32"
 
 
 def stage_onnx(manifest: Manifest, stage: str, version: str, precision: str, plugin: bool) -> Path:
