@@ -225,3 +225,18 @@ def test_frame_resolution_labels_match_full_bilinear_upsampling(size):
         np.testing.assert_array_equal(labels, full)
     else:
         assert (labels == full).mean() > 0.85  # random logits: word boundaries everywhere, the worst case
+
+
+def test_io_binding_path_hands_ortvalues_on_and_gives_the_same_labels(clips, cache):
+    """The GPU path (I/O binding, stage-to-stage tensors kept as OrtValues) run on the CPU provider."""
+    import onnxruntime as ort
+
+    from avss_sdk.runtime.backends import OnnxRuntimeBackend
+
+    dataset, clips = clips
+    plain = Segmenter(vocab=dataset.class_names[1:], backend="onnxruntime", cache_dir=cache, log=lambda m: None)
+    bound = Segmenter(vocab=dataset.class_names[1:], backend="onnxruntime", cache_dir=cache, log=lambda m: None)
+    bound.backend = OnnxRuntimeBackend(bound.manifest, bind_io=True)
+    image = bound.backend.run("image_encoder", {"image": np.zeros((1, 3, 192, 192), np.float32)})
+    assert isinstance(image["mask_features"], ort.OrtValue)
+    np.testing.assert_array_equal(_run(plain, clips[1]), _run(bound, clips[1]))
