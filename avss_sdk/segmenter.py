@@ -31,7 +31,7 @@ import numpy as np
 from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
 from avss_sdk.result import Result, sounding_objects
-from avss_sdk.runtime.backends import make_backend
+from avss_sdk.runtime.backends import log_to_stderr, make_backend
 from avss_sdk.runtime.manifest import Manifest
 from avss_sdk.runtime.text_cache import TextEmbeddingCache
 from avss_sdk.tokenizer import ClipTokenizer
@@ -109,7 +109,7 @@ class Segmenter:
 
     def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] = (), scene: str | None = None,
                  backend: str = "auto", flow: str = "model", cache_dir: str | Path | None = None,
-                 threads: int | None = None, log: Callable[[str], None] = print) -> None:
+                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr) -> None:
         if flow not in FLOW_MODES:
             raise ValueError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
         self.manifest = Manifest.load(engines if engines is not None else DEFAULT_ENGINES)

@@ -14,6 +14,7 @@ one it drives.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -23,6 +24,11 @@ from avss_sdk.runtime.manifest import Manifest, ManifestError, file_hash
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def log_to_stderr(message: str) -> None:
+    """The default ``log``: the SDK's messages go to stderr, never into a program's output."""
+    print(message, file=sys.stderr)
 
 
 class BackendError(RuntimeError):
@@ -150,7 +156,8 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, manifest: Manifest, cache_dir: str | os.PathLike, log: Callable[[str], None] = print) -> None:
+    def __init__(self, manifest: Manifest, cache_dir: str | os.PathLike,
+                 log: Callable[[str], None] = log_to_stderr) -> None:
         from avss_sdk.runtime import tensorrt_backend as trt_backend
         from avss_sdk.runtime.tensorrt_build import runtime_precision
 
@@ -181,7 +188,7 @@ class TensorRTBackend:
 
 
 def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 threads: int | None = None, log: Callable[[str], None] = print) -> Backend:
+                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr) -> Backend:
     """The backend named ``backend``, or with ``"auto"`` the first of tensorrt, onnxruntime, torch that works."""
     from avss_sdk.runtime.text_cache import default_cache_dir
 
