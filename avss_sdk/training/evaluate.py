@@ -11,6 +11,7 @@ the model's input size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -57,24 +58,32 @@ def pixel_log_probs(model: SSPOV, previous: torch.Tensor, current: torch.Tensor,
     return F.interpolate(out.pixel_logits, size=current.shape[-2:], mode="bilinear", align_corners=False).numpy()
 
 
+def _predictions(model: SSPOV, data: FrameArrays, scene_text: bool, batch_size: int, progress: bool,
+                 desc: str) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
+    """(frame pairs, per-pixel log-probabilities, targets) per batch of every valid frame, whole vocabulary."""
+    model.eval()
+    vocabulary = data.class_names[1:]
+    lookup = label_lookup(data.class_names, vocabulary)  # identity on dataset ids; ignore stays ignore
+    classes = model.text_encoder.embed_categories(vocabulary)
+    frames = data.frame_index()
+    for start in tqdm(range(0, len(frames), batch_size), desc=desc, unit="batch", disable=not progress):
+        pairs = frames[start:start + batch_size]
+        batch = make_batch(data, pairs, lookup)
+        scene = model.scene_embeddings(batch.scenes if scene_text else [None] * len(pairs))
+        logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+        yield pairs, logits, batch.targets.numpy()
+
+
 @torch.no_grad()
 def calibrate_threshold(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int],
                         candidates: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
                         batch_size: int = 32, progress: bool = True) -> tuple[float, dict[float, float]]:
     """The foreground threshold with the best harmonic mIoU on ``data`` (a validation split, no scene text)."""
-    model.eval()
-    vocabulary = data.class_names[1:]
-    lookup = label_lookup(data.class_names, vocabulary)
-    classes = model.text_encoder.embed_categories(vocabulary)
     meters = {t: OVMeter(len(data.class_names), base_ids, novel_ids) for t in candidates}
-    frames = data.frame_index()
-    for start in tqdm(range(0, len(frames), batch_size), desc="calibrating", unit="batch", disable=not progress):
-        batch = make_batch(data, frames[start:start + batch_size], lookup)
-        scene = model.scene_embeddings([None] * len(batch.scenes))
-        logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+    for _, logits, targets in _predictions(model, data, False, batch_size, progress, "calibrating"):
         foreground, words = foreground_and_words(logits)
         for threshold, meter in meters.items():
-            meter.update(decide(foreground, words, threshold), batch.targets.numpy())
+            meter.update(decide(foreground, words, threshold), targets)
     scores = {t: 100 * m.compute().harmonic_miou for t, m in meters.items()}
     return max(scores, key=scores.get), scores
 
@@ -84,22 +93,12 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
              batch_size: int = 32, progress: bool = True,
              threshold: float = FOREGROUND_THRESHOLD) -> EvaluationResult:
     """Segment every valid frame of ``data`` and score it (see the module docstring)."""
-    model.eval()
-    vocabulary = data.class_names[1:]
-    lookup = label_lookup(data.class_names, vocabulary)  # identity on dataset ids; ignore stays ignore
-    classes = model.text_encoder.embed_categories(vocabulary)
     num_classes = len(data.class_names)
     overall, moving, still = (OVMeter(num_classes, base_ids, novel_ids) for _ in range(3))
     avss = AVSSMeter(num_classes)
-    frames = data.frame_index()
     counts = {"moving": 0, "still": 0}
-    for start in tqdm(range(0, len(frames), batch_size), desc="evaluating", unit="batch", disable=not progress):
-        pairs = frames[start:start + batch_size]
-        batch = make_batch(data, pairs, lookup)
-        scene = model.scene_embeddings(batch.scenes if scene_text else [None] * len(pairs))
-        logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
+    for pairs, logits, targets in _predictions(model, data, scene_text, batch_size, progress, "evaluating"):
         labels = label_map(logits, threshold)
-        targets = batch.targets.numpy()
         for (clip, t), pred, gt in zip(pairs, labels, targets):
             overall.update(pred, gt)
             avss.update(pred, gt)
@@ -116,5 +115,5 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
     per_class = [{"class": data.class_names[i], "split": "novel" if i in novel else "base",
                   "iou": None if np.isnan(per_class_iou[i]) else round(100 * float(per_class_iou[i]), 2)}
                  for i in sorted([*base_ids, *novel_ids])]
-    return EvaluationResult(_scores(overall, len(frames)), 100 * miou, 100 * fscore,
+    return EvaluationResult(_scores(overall, len(data.frame_index())), 100 * miou, 100 * fscore,
                             _scores(moving, counts["moving"]), _scores(still, counts["still"]), per_class)
