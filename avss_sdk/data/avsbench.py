@@ -60,6 +60,14 @@ def avsbench_palette(num_classes: int = AVSBENCH_NUM_CLASSES) -> np.ndarray:
     return palette
 
 
+def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Flow [H, W, 2] in pixels -> (height, width), nearest neighbour, vectors rescaled to the new pixels."""
+    if flow.shape[:2] == tuple(size):
+        return flow
+    scale = np.array([size[1] / flow.shape[1], size[0] / flow.shape[0]], dtype=np.float32)
+    return cv2.resize(flow, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) * scale
+
+
 def decode_color_label(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Colour label [H, W, 3] (RGB) to class indices [H, W].
 
@@ -293,8 +301,5 @@ class AVSSDataset:
         flows = []
         for t in range(num_frames):
             flow = read_flow_png(directory / f"{t}.png")
-            if self.size is not None and flow.shape[:2] != tuple(self.size):
-                scale = np.array([self.size[1] / flow.shape[1], self.size[0] / flow.shape[0]], dtype=np.float32)
-                flow = self._resize(flow, cv2.INTER_NEAREST) * scale
-            flows.append(flow)
+            flows.append(resize_flow(flow, tuple(self.size)) if self.size is not None else flow)
         return np.stack(flows)

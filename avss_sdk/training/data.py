@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avss_sdk.data.avsbench import SUBSET_FRAMES, AVSSDataset
+from avss_sdk.data.avsbench import SUBSET_FRAMES, AVSSDataset, resize_flow
 from avss_sdk.metrics import IGNORE_INDEX
 from avss_sdk.modeling.flow import FLOW_STRIDE, downsample_flow
 from avss_sdk.preprocess import LOG_MEL_SECONDS, log_mel, normalize_image, resize_frame
@@ -112,7 +112,7 @@ def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool) 
         valid[i, :k] = clip.label_valid[:k]
         moving[i, :k] = _moving_flags(clip.info, k)
         if flow is not None:
-            full = torch.from_numpy(np.stack([_resize_flow(f, size) for f in clip.flow_backward[:k]]))
+            full = torch.from_numpy(np.stack([resize_flow(f, (size, size)) for f in clip.flow_backward[:k]]))
             flow[i, :k] = downsample_flow(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
         scenes.append(clip.scene)
         uids.append(clip.uid)
@@ -134,15 +134,6 @@ def resize_frame_labels(labels: np.ndarray, size: int) -> np.ndarray:
     if labels.shape == (size, size):
         return labels
     return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
-
-
-def _resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if flow.shape[:2] == (size, size):
-        return flow
-    scale = np.array([size / flow.shape[1], size / flow.shape[0]], np.float32)
-    return cv2.resize(flow, (size, size), interpolation=cv2.INTER_NEAREST) * scale
 
 
 def label_lookup(class_names: list[str], vocabulary: list[str]) -> np.ndarray:
