@@ -36,6 +36,21 @@ def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha
     return out
 
 
+def caption(image: np.ndarray, text: str, origin: tuple[int, int], font_scale: float = 0.5) -> np.ndarray:
+    """White ``text`` on a darkened box at ``origin`` (the text's bottom-left) in an RGB image, in place.
+
+    A box keeps small text readable on any background, where an outline would thicken
+    small glyphs into each other.
+    """
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    x, y = origin
+    y0, y1 = max(y - height - 3, 0), min(y + baseline + 1, image.shape[0])
+    x0, x1 = max(x - 3, 0), min(x + width + 3, image.shape[1])
+    image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * 0.4).astype(image.dtype)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
 def legend(image: np.ndarray, names: list[str], colors: list[tuple[int, int, int]] | None = None) -> np.ndarray:
     """Draw a colour key for ``names`` in the top-left corner of an RGB image (in place) and return it.
 
@@ -48,8 +63,5 @@ def legend(image: np.ndarray, names: list[str], colors: list[tuple[int, int, int
     for row, name in enumerate(names):
         y = 6 + row * line
         cv2.rectangle(image, (6, y), (6 + line - 6, y + line - 6), colors[row], thickness=-1)
-        origin = (10 + line, y + line - 8)
-        for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # dark outline keeps text readable
-            cv2.putText(image, name, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, color,
-                        max(width, int(width * scale)), cv2.LINE_AA)
+        caption(image, name, (10 + line, y + line - 8), 0.5 * scale)
     return image

@@ -29,6 +29,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 from avss_sdk.capture import CameraError, CaptureError, available_cameras
 from avss_sdk.stream import Stream
+from avss_sdk.viz import caption
 
 DEMO_CLIP = Path(__file__).resolve().parent / "demo_clip.mp4"
 WINDOW = "avss_sdk live demo"
@@ -47,11 +48,7 @@ def demo_words() -> tuple[list[str], str | None]:
 
 def annotate(image: np.ndarray, fps: float, backend: str) -> np.ndarray:
     """Write the frame rate and backend in the bottom-left corner of an RGB image (in place)."""
-    text = f"{fps:5.1f} fps  {backend}"
-    origin = (6, image.shape[0] - 8)
-    for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, width, cv2.LINE_AA)
-    return image
+    return caption(image, f"{fps:5.1f} fps  {backend}", (6, image.shape[0] - 8), 0.45)
 
 
 def can_show_windows() -> str | None:
