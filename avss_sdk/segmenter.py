@@ -35,6 +35,7 @@ from avss_sdk.runtime.backends import log_to_stderr, make_backend
 from avss_sdk.runtime.manifest import Manifest
 from avss_sdk.runtime.text_cache import TextEmbeddingCache
 from avss_sdk.tokenizer import ClipTokenizer
+from avss_sdk.vocab import category_prompts, scene_prompt
 
 DEFAULT_ENGINES = Path(__file__).resolve().parent / "models" / "default"
 FLOW_MODES = ("model", "dis")
@@ -151,7 +152,7 @@ class Segmenter:
         """Embed a vocabulary (thread-safe; only prompts never cached run the text encoder)."""
         words = clean_vocabulary(words, self.max_words)
         templates = self.manifest.text["category_templates"]
-        prompts = [template.format(word) for word in words for template in templates]
+        prompts = [prompt for word in words for prompt in category_prompts(word, templates)]
         vectors = self.text_cache.embed(prompts, self._encode_text).reshape(len(words), len(templates), -1)
         mean = vectors.mean(axis=1)
         return Vocabulary(words, (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32))
@@ -163,7 +164,7 @@ class Segmenter:
         text = " ".join(text.split()) if text else None
         if not text:
             return SceneEmbedding(None, self._no_scene)
-        prompt = self.manifest.text["scene_template"].format(text.rstrip("."))
+        prompt = scene_prompt(text, self.manifest.text["scene_template"])
         return SceneEmbedding(text, self.text_cache.embed([prompt], self._encode_text)[0])
 
     def use(self, vocabulary: Vocabulary | None = None, scene: SceneEmbedding | None = None) -> None:

@@ -6,6 +6,8 @@ A category is embedded as the L2-normalised mean of its prompt-ensemble embeddin
 
 from __future__ import annotations
 
+from typing import Sequence
+
 CATEGORY_TEMPLATES = (
     "a photo of a {}.",
     "a {} making a sound.",
@@ -15,11 +17,11 @@ CATEGORY_TEMPLATES = (
 SCENE_TEMPLATE = "a scene with {}."
 
 
-def category_prompts(name: str) -> list[str]:
-    """The prompt ensemble of one category name."""
-    return [template.format(name) for template in CATEGORY_TEMPLATES]
+def category_prompts(name: str, templates: Sequence[str] = CATEGORY_TEMPLATES) -> list[str]:
+    """The prompt ensemble of one category name (``templates``: a model's own, from its manifest)."""
+    return [template.format(name) for template in templates]
 
 
-def scene_prompt(description: str) -> str:
-    """The prompt of a scene description."""
-    return SCENE_TEMPLATE.format(description.strip().rstrip("."))
+def scene_prompt(description: str, template: str = SCENE_TEMPLATE) -> str:
+    """The prompt of a scene description (``template``: a model's own, from its manifest)."""
+    return template.format(description.strip().rstrip("."))
