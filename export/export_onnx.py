@@ -307,14 +307,17 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
             files["fp16"] = fp16_path.relative_to(out_dir).as_posix()
             report.append(f"fp16 {check_stage(stage, fp16_path, 'fp16'):.1e}")
         if plugin and stage.uses_attention:
-            for variant in ("fp32", "fp16") if fp16 else ("fp32",):
-                plugin_path = fp32_path.with_name(f"{stage.name}.{variant}-plugin.onnx")
-                exported = export_stage(stage, plugin_path, plugin=True)
-                if variant == "fp16" and stage.name not in FP32_STAGES:
-                    exported = to_fp16(exported)
-                    onnx.save(exported, str(plugin_path))
-                count = check_plugin_stage(plain, exported, plugin_path)
-                files[f"{variant}-plugin"] = plugin_path.relative_to(out_dir).as_posix()
+            plugin_path = fp32_path.with_name(f"{stage.name}.fp32-plugin.onnx")
+            exported = export_stage(stage, plugin_path, plugin=True)
+            count = check_plugin_stage(plain, exported, plugin_path)
+            files["fp32-plugin"] = plugin_path.relative_to(out_dir).as_posix()
+            if stage.name in FP32_STAGES and fp16:
+                files["fp16-plugin"] = files["fp32-plugin"]
+            elif fp16:
+                plugin_path = fp32_path.with_name(f"{stage.name}.fp16-plugin.onnx")
+                onnx.save(to_fp16(exported), str(plugin_path))
+                check_plugin_stage(plain, onnx.load(str(plugin_path)), plugin_path)
+                files["fp16-plugin"] = plugin_path.relative_to(out_dir).as_posix()
             report.append(f"{count} plugin nodes")
         stages[stage.name] = StageEntry(stage.name, files, stage.inputs, output_specs(plain, stage))
         log(f"  {stage.name:<14} exported and checked; ONNX Runtime vs PyTorch (relative): {', '.join(report)}")

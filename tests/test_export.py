@@ -111,6 +111,9 @@ def test_plugin_variants_have_one_plugin_node_per_attention(exported):
         proto = onnx.load(str(manifest.path(manifest.stages[stage].onnx["fp32-plugin"])))
         nodes = [n for n in proto.graph.node if (n.domain, n.op_type) == (ONNX_DOMAIN, ONNX_OP)]
         assert len(nodes) == attentions
+    decoder = manifest.stages["mask_decoder"].onnx
+    assert decoder["fp16-plugin"] == decoder["fp32-plugin"]  # FP32 as a whole, like its plain file
+    assert manifest.onnx_path("vta", "fp16-plugin").is_file()
     vta = onnx.load(str(manifest.path(manifest.stages["vta"].onnx["fp32-plugin"])))
     assert not any(n.op_type == "Softmax" for n in vta.graph.node)  # its only softmax was the attention's
 
