@@ -41,7 +41,7 @@ def build_engines(manifest: Manifest, previous: Manifest | None, precision: str,
                   plugin: bool, log=print) -> str | None:
     """Build (or keep, where still current) one engine per stage into ``manifest``; None, or why not."""
     from avss_sdk.runtime import tensorrt_build as build
-    from avss_sdk.runtime.manifest import file_hash
+    from avss_sdk.runtime.tensorrt_backend import TensorRTEngineCache
 
     version = build.tensorrt_version()
     if version is None:
@@ -51,26 +51,20 @@ def build_engines(manifest: Manifest, previous: Manifest | None, precision: str,
     except (RuntimeError, build.TensorRTUnavailable) as error:
         return f"no usable CUDA GPU ({error})"
     engines = manifest.root / "engines"
+    cache = TensorRTEngineCache(log)
     for name in manifest.stages:
         onnx_path = build.stage_onnx(manifest, name, version, precision, plugin)
-        profile = build.stage_profile(manifest, name)
         old = previous.stages[name].engine if previous is not None else None
-        if old is not None:
-            current, reason = build.engine_is_current(old, version, capability, file_hash(onnx_path), precision,
-                                                      profile)
-            if current:
-                try:
-                    build.check_engine_file(manifest.path(old.file))
-                except build.EngineFileError as error:
-                    current, reason = False, str(error)
-            if current:
+        if old is not None:  # the engine this directory already holds: kept if still current for this export
+            manifest.stages[name].engine = old
+            path, reason = cache.select(manifest, name, precision, version, capability, engines, plugin)
+            if path is not None:
                 log(f"  {name:<14} engine up to date: {old.file}")
-                manifest.stages[name].engine = old
                 continue
             log(f"  {name:<14} {reason}: rebuilding from {onnx_path.name}")
         manifest.stages[name].engine = build.build_engine(
-            onnx_path, engines / f"{name}.{precision}.engine", precision, profile, workspace_gb,
-            engines / "timing.cache", plugin, log, relative_to=manifest.root)
+            onnx_path, engines / f"{name}.{precision}.engine", precision, build.stage_profile(manifest, name),
+            workspace_gb, engines / "timing.cache", plugin, log, relative_to=manifest.root)
     manifest.engines = {"built": True, "reason": f"TensorRT {version}, compute capability {capability}"}
     return None
 
