@@ -37,6 +37,17 @@ def parse_pbtxt(text: str) -> dict:
         except ValueError:
             return token
 
+    def item():
+        """The message or scalar at ``pos``; leaves ``pos`` after it."""
+        nonlocal pos
+        if tokens[pos] == "{":
+            pos += 1
+            parsed = message("}")
+        else:
+            parsed = value(tokens[pos])
+        pos += 1
+        return parsed
+
     def message(end: str | None) -> dict:
         nonlocal pos
         fields: dict = {}
@@ -49,20 +60,12 @@ def parse_pbtxt(text: str) -> dict:
             if tokens[pos] == "[":
                 pos += 1
                 while tokens[pos] != "]":
-                    if tokens[pos] == "{":
-                        pos += 1
-                        items.append(message("}"))
-                    else:
-                        items.append(value(tokens[pos]))
-                    pos += 1
+                    items.append(item())
                     if tokens[pos] == ",":
                         pos += 1
-            elif tokens[pos] == "{":
                 pos += 1
-                items.append(message("}"))
             else:
-                items.append(value(tokens[pos]))
-            pos += 1
+                items.append(item())
             fields.setdefault(name, []).extend(items)
         return fields
 

@@ -153,11 +153,12 @@ class Manifest:
             raise ManifestError(f"{path} has manifest version {values.get('version')}; "
                                 f"this avss_sdk reads version {MANIFEST_VERSION} (re-run export/build_engines.py)")
         try:
+            if "hash" not in values["model"]:
+                raise KeyError("model.hash")
             stages = {name: StageEntry.from_dict(name, values["stages"][name]) for name in STAGE_NAMES}
             manifest = cls(path.parent, values["model"], values["precision"], int(values["max_vocab"]),
                            values["preprocess"], values["postprocess"], values["text"], stages,
                            values.get("engines", {"built": False, "reason": "not recorded"}))
-            manifest.model_hash  # noqa: B018  (a missing hash is a KeyError like the others)
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ManifestError):
                 raise ManifestError(f"{path}: {error}") from None
