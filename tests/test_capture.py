@@ -35,7 +35,7 @@ from avss_sdk.capture import (
     _AudioRing,
 )
 from avss_sdk.media import SAMPLE_RATE, WINDOW_SECONDS, audio_window, read_audio
-from virtual_mic import Player, virtual_mic  # noqa: F401  (the fixture)
+from virtual_mic import play, virtual_mic  # noqa: F401  (the fixture)
 
 FPS = 10
 ONSETS = (0.5, 1.7, 2.9)  # tone onsets in seconds, on frame times, further apart than a window
@@ -416,6 +416,11 @@ def test_the_microphone_records_what_is_played_sample_exact(virtual_mic, tmp_pat
     assert spawned - mic.latency <= started < spawned + 0.5, started - spawned
 
 
+def first_sound(window: np.ndarray, end_time: float) -> float:
+    """The time of the first sample above 0.1 in an audio window that ends at ``end_time``."""
+    return end_time - (window.size - np.argmax(np.abs(window) > 0.1)) / SAMPLE_RATE
+
+
 @pytest.mark.parametrize("capture_rate, channels", [(None, 1), (48000, 2)])
 def test_microphone_timestamps_agree_with_playback_within_the_reported_latency(virtual_mic, capture_rate, channels):
     """A tone played at a known PortAudio DAC time is found at that monotonic time in the recording.
@@ -428,13 +433,11 @@ def test_microphone_timestamps_agree_with_playback_within_the_reported_latency(v
     with MicrophoneSource(capture_rate=capture_rate, channels=channels) as mic:
         assert mic.capture_rate == (capture_rate or SAMPLE_RATE)
         time.sleep(0.2)
-        player = Player(signal, rate)
-        player.join()
-        first_sample, output_latency = player.start_time, player.latency
+        first_sample, output_latency = play(signal, rate)
         onset = first_sample + 0.3
         window = mic.window(onset + 0.5, seconds=1.0, timeout=1.0)
         input_latency = mic.latency
-    found = onset + 0.5 - (window.size - np.argmax(np.abs(window) > 0.1)) / SAMPLE_RATE
+    found = first_sound(window, onset + 0.5)
     tolerance = 0.005  # PortAudio's DAC/ADC estimates and the sink's scheduling
     assert abs(found - onset) <= input_latency + output_latency + tolerance, (found - onset, input_latency)
     tone = window[np.argmax(np.abs(window) > 0.1) :][: int(0.19 * rate)]
@@ -457,13 +460,11 @@ def test_a_stalled_callback_keeps_audio_times(virtual_mic, tmp_path):
                 pass
         finally:
             sys.setswitchinterval(interval)
-        player = Player(signal, rate)
-        player.join()
-        first_sample, output_latency = player.start_time, player.latency
+        first_sample, output_latency = play(signal, rate)
         onset = first_sample + 0.5
         window = mic.window(onset + 0.3, seconds=2.5, timeout=1.0)
         latency = mic.latency
-    found = onset + 0.3 - (window.size - np.argmax(np.abs(window) > 0.1)) / SAMPLE_RATE
+    found = first_sound(window, onset + 0.3)
     assert abs(found - onset) <= latency + output_latency + 0.005
 
 

@@ -201,3 +201,10 @@ class Player:
 
     def join(self) -> None:
         self._thread.join()
+
+
+def play(signal: np.ndarray, rate: int = 16000) -> tuple[float, float]:
+    """Play ``signal`` to the end; (monotonic time of its first sample, output latency)."""
+    player = Player(signal, rate)
+    player.join()
+    return player.start_time, player.latency
