@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Frames per second and per-stage latency of every backend present.")
     parser.add_argument("--engines", default=None, help="engine directory (default: the shipped default model)")
     parser.add_argument("--frames", type=int, default=200, help="frames timed per backend (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed frames first (default: %(default)s)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: all)")
@@ -140,11 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        frames, windows = benchmark_frames(Path(tmp), args.frames + args.warmup, (args.width, args.height))
+        frames, windows = benchmark_frames(Path(tmp), args.frames, (args.width, args.height))
     media = Path(tempfile.mkdtemp())
     clip_path = stream_file(media, args.frames, (args.width, args.height))
-    frames, windows = frames[args.warmup:] + frames[:args.warmup], windows[args.warmup:] + windows[:args.warmup]
-    timed, warm = frames[:args.frames], windows[:args.frames]
 
     rows: dict[str, dict[str, float]] = {}
     descriptions: dict[str, str] = {}
@@ -160,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 name = f"{backend}, flow={flow}"
                 descriptions[name] = segmenter.backend.description
-                rows[name] = run_backend(segmenter, timed, warm, args.warmup)
+                rows[name] = run_backend(segmenter, frames, windows, args.warmup)
                 streamed[name] = run_stream(clip_path, segmenter)["fps"]
                 segmenter.close()
                 print(f"{name}: {rows[name]['fps']:.1f} frames/s", file=sys.stderr)
