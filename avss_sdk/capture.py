@@ -32,6 +32,7 @@ from typing import Iterator, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from avss_sdk.errors import AvssError
 from avss_sdk.media import SAMPLE_RATE, WINDOW_SECONDS
 
 # Audio whose stated time differs from the end of what is buffered by more than this (a
@@ -44,7 +45,7 @@ GAP_TOLERANCE_SECONDS = 0.01
 DRIFT_GAIN = 0.1
 
 
-class CaptureError(RuntimeError):
+class CaptureError(AvssError, RuntimeError):
     """A source could not be opened or read (the message names it)."""
 
 

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from avss_sdk.errors import AvssError
 from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
 from avss_sdk.result import Result, sounding_objects
@@ -43,7 +44,7 @@ TEXT_BATCH = 64  # prompts per text-encoder call: bounded memory for a 1000-word
 MAX_WORD_CHARS = 200
 
 
-class VocabularyError(ValueError):
+class VocabularyError(AvssError, ValueError):
     """A vocabulary or scene text that cannot be used (empty, not strings, blank words, too large)."""
 
 

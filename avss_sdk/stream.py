@@ -58,6 +58,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from avss_sdk.errors import AvssError
 from avss_sdk.capture import (
     AudioSource,
     CameraError,
@@ -80,7 +81,7 @@ _AUDIO_WAIT_MARGIN = 0.05
 _FPS_WINDOW = 30
 
 
-class StreamError(ValueError):
+class StreamError(AvssError, ValueError):
     """A stream that cannot work as asked: no video source, or video and audio on clocks that cannot be paired."""
 
 

@@ -38,12 +38,14 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from avss_sdk.errors import AvssError
+
 log = logging.getLogger(__name__)
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(AvssError, ValueError):
     """The tokenizer file is unreadable, corrupt or not a CLIP tokenizer written by export/tokenizer_json.py."""
 
 

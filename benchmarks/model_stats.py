@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avss_sdk.modeling.ssp_ov import load_model, resolve_checkpoint
+from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.preprocess import MEL_BANDS, MEL_FRAMES
 
 
@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=10, help="vocabulary size K for the per-frame stages")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
-    model, _ = load_model(args.checkpoint)
+    try:
+        model, _ = load_model(args.checkpoint)
+    except (FileNotFoundError, CheckpointError) as error:
+        raise SystemExit(f"error: {error}") from None
     size = model.config.image_size
     frame = torch.zeros(1, 3, size, size)
     mel = torch.zeros(1, MEL_FRAMES, MEL_BANDS)

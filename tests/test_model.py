@@ -182,7 +182,7 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, model):
     with pytest.raises(CheckpointError, match="not an SSP-OV checkpoint"):
         read_checkpoint(other)
     mismatched = tmp_path / "mismatched.pt"
-    blob = torch.load(path, weights_only=False)
+    blob = torch.load(path, weights_only=True)
     blob["config"]["hidden_dim"] = 48
     torch.save(blob, mismatched)
     with pytest.raises((CheckpointError, RuntimeError)):

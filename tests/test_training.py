@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from avss_sdk.data.synthavs import generate_clip
-from avss_sdk.data.synthavs.writer import write_dataset_files
 from avss_sdk.modeling.ssp_ov import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    for split, clips in (("train", 6), ("val", 2), ("test", 3)):
-        rows = [generate_clip(out, split, 0, i, frames=4, size=64) for i in range(clips)]
-        write_dataset_files(out, split, 0, rows)
-    return out
+def synth(tiny_synth) -> Path:
+    return tiny_synth
 
 
 def _cmd(script: str, *args: str) -> list[str]:

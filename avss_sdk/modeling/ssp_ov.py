@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from avss_sdk.errors import AvssError
 from avss_sdk.modeling.audio_encoder import AudioEncoder
 from avss_sdk.modeling.flow import FlowEstimator
 from avss_sdk.modeling.image_encoder import build_image_encoder
@@ -110,7 +113,7 @@ class SSPOV(nn.Module):
         return ForwardOutput(flow, decoded, post)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AvssError, ValueError):
     """A file that is not an SSP-OV checkpoint, or one that does not match the model."""
 
 
@@ -141,10 +144,17 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate a checkpoint file; a clear :class:`CheckpointError` for anything else."""
     path = resolve_checkpoint(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{path} is not a readable checkpoint: not a torch.save archive")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint is data. Unpickling arbitrary objects would let a file run code.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers; it is refused "
+                              f"unread because loading it could run code. Re-save it with only state dicts, "
+                              f"numbers, strings, lists and dicts") from None
     except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from error
+        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an SSP-OV checkpoint (from another model or program?)")
     if payload.get("version") != CHECKPOINT_VERSION:

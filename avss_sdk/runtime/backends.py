@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from avss_sdk.errors import AvssError
 from avss_sdk.runtime.manifest import Manifest, ManifestError, file_hash
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
@@ -31,7 +32,7 @@ def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-class BackendError(RuntimeError):
+class BackendError(AvssError, RuntimeError):
     """A backend that cannot run here (missing package, no GPU, no engines), with what to do about it."""
 
 

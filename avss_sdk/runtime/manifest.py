@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avss_sdk.errors import AvssError
+
 MANIFEST_FORMAT = "avss_sdk.manifest"
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -39,7 +41,7 @@ PRECISIONS = ("fp32", "fp16")
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 
-class ManifestError(ValueError):
+class ManifestError(AvssError, ValueError):
     """A manifest that is missing, unreadable, from another program or version, or inconsistent."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from avss_sdk.errors import AvssError
 from avss_sdk.runtime.manifest import EngineEntry, Manifest, file_hash, write_atomic
 
 TENSORRT_INSTALL_HINT = ("install it with 'pip install tensorrt' (x86_64, CUDA 12 or 13) or, on Jetson, "
@@ -33,11 +34,11 @@ CUDA_PYTHON_HINT = "install it with 'pip install cuda-python'"
 MIN_ENGINE_BYTES = 1024  # the smallest plan TensorRT writes is several KiB
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(AvssError, RuntimeError):
     """TensorRT, cuda-python, the driver or a GPU is missing."""
 
 
-class EngineFileError(RuntimeError):
+class EngineFileError(AvssError, RuntimeError):
     """An engine file that is missing, truncated, altered, or that TensorRT refuses to load."""
 
 

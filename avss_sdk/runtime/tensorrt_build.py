@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from avss_sdk.errors import AvssError
 from avss_sdk.runtime.manifest import PRECISIONS, EngineEntry, Manifest, StageEntry, engine_key, file_hash, write_atomic
 from avss_sdk.runtime.tensorrt_backend import (  # noqa: F401  (re-exported: the builder's public API)
     EngineFileError,
@@ -50,7 +51,7 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[.+-][0-9A-Za-z]
 Profile = dict[str, dict[str, list[int]]]
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(AvssError, RuntimeError):
     """TensorRT could not parse the ONNX or build the engine; the message says where and why."""
 
 

@@ -1,0 +1,10 @@
+"""The one base class under every error the SDK raises on purpose.
+
+``except avss_sdk.AvssError`` catches them all; each subclass also keeps the builtin base
+it always had (``ValueError`` for bad input, ``RuntimeError`` for a missing facility), so
+existing ``except ValueError`` code keeps working.
+"""
+
+
+class AvssError(Exception):
+    """Something the SDK detected and explains: bad input, a bad file, a missing backend."""

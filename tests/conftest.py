@@ -1,0 +1,20 @@
+"""Fixtures shared by the whole test run: built once per session, not once per module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A SynthAVS-OV dataset small enough for CPU training tests: 64 px, 4 frames, 6 / 2 / 3 clips."""
+    from avss_sdk.data.synthavs import generate_clip
+    from avss_sdk.data.synthavs.writer import write_dataset_files
+
+    out = tmp_path_factory.mktemp("tiny_synth")
+    for split, clips in (("train", 6), ("val", 2), ("test", 3)):
+        rows = [generate_clip(out, split, 0, i, frames=4, size=64) for i in range(clips)]
+        write_dataset_files(out, split, 0, rows)
+    return out
