@@ -13,7 +13,7 @@ from avss_sdk import preprocess
 from avss_sdk.modeling import attention
 from avss_sdk.modeling.flow import downsample_flow, flow_loss, motion_mask
 from avss_sdk.modeling.image_encoder import EfficientNetLite0
-from avss_sdk.modeling.mask_decoder import flow_premask
+from avss_sdk.modeling.mask_decoder import flow_premask, heard_logits
 from avss_sdk.modeling.post_mask import post_mask_loss
 from avss_sdk.modeling.ssp_ov import (CheckpointError, ModelConfig, build_model, load_model, read_checkpoint,
                                       save_checkpoint)
@@ -266,3 +266,32 @@ def test_pixel_output_is_a_distribution_and_audio_lives_in_the_text_space(model)
     assert out.audio_embedding.shape == (2, model.text_encoder.embed_dim)
     assert torch.allclose(out.audio_embedding.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert torch.all(out.pixel_logits <= 0)
+
+
+def test_heard_gate_pushes_pixels_of_unheard_words_to_the_background():
+    torch.manual_seed(0)
+    net = build_model(dataclasses.replace(TINY, use_heard_gate=True)).eval()
+    decoder = net.mask_decoder
+    prev, cur, mel = _inputs(batch=1)
+    with torch.no_grad():
+        classes = net.text_encoder.embed_categories(["red star", "blue ring"])
+        features, dense = net.image_encoder(cur)
+        audio = net.audio_encoder(mel)
+        flow = net.flow(prev, cur)
+        heard = torch.nn.functional.normalize(decoder.audio_to_text(audio), dim=-1)
+        fg = {}
+        for name, weight in (("off", 0.0), ("on", 5.0)):
+            decoder.heard_weight.fill_(weight)
+            logits = decoder.decode(features, dense, flow, audio, classes).pixel_logits
+            fg[name] = 1 - logits[:, 0].exp()
+    # Both words unheard (cosine < 0.5 for random embeddings): the gate lowers every pixel's foreground.
+    assert (heard_logits(heard, classes) < 0).all()
+    assert (fg["on"] < fg["off"]).all()
+    distribution = logits.exp().sum(1)
+    assert torch.allclose(distribution, torch.ones_like(distribution), atol=1e-4)
+
+
+def test_heard_logits_score_matching_words_positive():
+    words = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    scores = heard_logits(words[[1]], words)
+    assert scores[0, 1] == pytest.approx(5.0) and scores.argmax() == 1

@@ -86,6 +86,23 @@ def test_killed_run_resumes_to_the_same_weights(synth, tmp_path):
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
 
 
+def test_warm_start_keeps_the_weights_and_may_only_add_the_heard_gate(synth, tmp_path):
+    first, second, wrong = tmp_path / "first", tmp_path / "second", tmp_path / "wrong"
+    assert _run(_train_args(synth, first, 2)).returncode == 0
+    # A learning rate of ~0: the warm-started run's weights are the first run's, plus the new gate.
+    result = _run(_train_args(synth, second, 1, f"init={first / 'model.pt'}", "model.use_heard_gate=true",
+                              "optim.lr=1e-12", "optim.weight_decay=0"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = read_checkpoint(first / "model.pt")["model"], read_checkpoint(second / "model.pt")["model"]
+    assert set(b) - set(a) == {"mask_decoder.heard_weight"}
+    for name in a:
+        if a[name].is_floating_point() and "running" not in name:  # batch-norm statistics move in train mode
+            assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
+    refused = _run(_train_args(synth, wrong, 1, f"init={first / 'model.pt'}", "model.hidden_dim=16"))
+    assert refused.returncode != 0 and "another model config (['hidden_dim'] differ)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
     out = tmp_path / "run"
     assert _run(_train_args(synth, out, 3)).returncode == 0

@@ -11,9 +11,15 @@
 * Open-vocabulary classification: each query's embedding and the dense embedding
   pooled under its mask are compared by cosine similarity with the K text embeddings,
   scaled by a learned temperature.
+* Heard words: the audio, mapped into the text space, scores each of the K words as
+  sounding now or not (:func:`heard_logits`, trained multi-label by the audio-text
+  loss). With ``use_heard_gate`` a pixel's foreground logit adds the heard score of
+  the word it looks like: a silent object whose word is not heard is pushed to the
+  background, several sounding classes at once each keep their own evidence (one
+  "heard" vector's cosine alone blurs a mixture).
 * Per-pixel labels: every pixel is softly assigned to one query or to a learned "no
   object" slot (softmax over Q + 1). Its foreground logit is a dense head plus the
-  sounding logits of its queries; its word logits are the dense embedding's scaled
+  sounding logits of its queries (plus the heard gate); its word logits are the dense embedding's scaled
   cosine similarity to the K text embeddings plus its queries' class logits. The K + 1
   output channels are log-probabilities, log P(bg) and log P(fg) + log P(word | fg),
   background first (see :mod:`avss_sdk.postprocess` for the label decision).
@@ -55,6 +61,14 @@ class _DecoderLayer(nn.Module):
         return queries + self.ffn(self.norm_ffn(queries))
 
 
+HEARD_SCALE = 10.0  # heard logits span [-10, 0] .. [0, 10]: cosine 0.5 is the "heard" boundary
+
+
+def heard_logits(heard: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    """[B, K] logits of "word k sounds now" from the unit audio embedding [B, D] and unit word embeddings [K, D]."""
+    return HEARD_SCALE * (heard @ class_embeddings.t()) - HEARD_SCALE / 2
+
+
 def flow_premask(flow: torch.Tensor, threshold: float = 1.0, sharpness: float = 4.0) -> torch.Tensor:
     """SSP's pre-mask: a soft motion mask [B,1,H,W] from flow [B,2,H,W] (pixels moved > ``threshold``)."""
     return torch.sigmoid(sharpness * (flow.norm(dim=1, keepdim=True) - threshold))
@@ -64,9 +78,10 @@ class MaskDecoder(nn.Module):
     """forward(features, dense_embedding, flow, audio, class_embeddings) -> (pixel_logits, masks, class_logits, sounding)."""
 
     def __init__(self, hidden_dim: int, embed_dim: int, audio_dim: int, num_queries: int = 8, layers: int = 2,
-                 heads: int = 4, use_premask: bool = True) -> None:
+                 heads: int = 4, use_premask: bool = True, use_heard_gate: bool = False) -> None:
         super().__init__()
         self.use_premask = use_premask
+        self.heard_weight = nn.Parameter(torch.tensor(0.5)) if use_heard_gate else None
         self.heads = heads
         self.film = nn.Linear(audio_dim, 2 * hidden_dim)
         self.audio_to_text = nn.Linear(audio_dim, embed_dim)
@@ -136,6 +151,11 @@ class MaskDecoder(nn.Module):
         dense_logits = self.logit_scale.exp() * torch.einsum(
             "bdhw,kd->bkhw", F.normalize(dense_embedding, dim=1), class_embeddings)
         word_logits = dense_logits + torch.einsum("bqk,bqhw->bkhw", class_logits, assignment)
+        if self.heard_weight is not None:
+            # The heard score of the word each pixel looks like (expected over its word distribution).
+            heard_here = torch.einsum("bkhw,bk->bhw", torch.softmax(word_logits, dim=1),
+                                      heard_logits(heard, class_embeddings))
+            foreground = foreground + self.heard_weight * heard_here.unsqueeze(1)
         pixel_logits = torch.cat([F.logsigmoid(-foreground),
                                   F.logsigmoid(foreground) + torch.log_softmax(word_logits, dim=1)], dim=1)
         return DecoderOutput(pixel_logits, masks, class_logits, sounding, pixels, heard)

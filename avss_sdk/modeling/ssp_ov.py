@@ -59,6 +59,7 @@ class ModelConfig:
     use_scene_prompt: bool = True
     use_vta: bool = True
     use_post_mask: bool = True
+    use_heard_gate: bool = False  # off for checkpoints made before it existed
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
@@ -92,7 +93,8 @@ class SSPOV(nn.Module):
         self.audio_encoder = AudioEncoder(config.audio_dim)
         self.vta = VisualTextualAlignment(config.hidden_dim, embed_dim, config.heads, enabled=config.use_vta)
         self.mask_decoder = MaskDecoder(config.hidden_dim, embed_dim, config.audio_dim, config.num_queries,
-                                        config.decoder_layers, config.heads, use_premask=config.use_premask)
+                                        config.decoder_layers, config.heads, use_premask=config.use_premask,
+                                        use_heard_gate=config.use_heard_gate)
         self.post_mask = PostMaskHead(config.hidden_dim) if config.use_post_mask else None
 
     def scene_embeddings(self, descriptions: list[str | None]) -> torch.Tensor:

@@ -58,7 +58,7 @@ def pixel_log_probs(model: SSPOV, previous: torch.Tensor, current: torch.Tensor,
     return F.interpolate(out.pixel_logits, size=current.shape[-2:], mode="bilinear", align_corners=False).numpy()
 
 
-def _predictions(model: SSPOV, data: FrameArrays, scene_text: bool, batch_size: int, progress: bool,
+def predictions(model: SSPOV, data: FrameArrays, scene_text: bool, batch_size: int, progress: bool,
                  desc: str) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
     """(frame pairs, per-pixel log-probabilities, targets) per batch of every valid frame, whole vocabulary."""
     model.eval()
@@ -80,7 +80,7 @@ def calibrate_threshold(model: SSPOV, data: FrameArrays, base_ids: list[int], no
                         batch_size: int = 32, progress: bool = True) -> tuple[float, dict[float, float]]:
     """The foreground threshold with the best harmonic mIoU on ``data`` (a validation split, no scene text)."""
     meters = {t: OVMeter(len(data.class_names), base_ids, novel_ids) for t in candidates}
-    for _, logits, targets in _predictions(model, data, False, batch_size, progress, "calibrating"):
+    for _, logits, targets in predictions(model, data, False, batch_size, progress, "calibrating"):
         foreground, words = foreground_and_words(logits)
         for threshold, meter in meters.items():
             meter.update(decide(foreground, words, threshold), targets)
@@ -97,7 +97,7 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
     overall, moving, still = (OVMeter(num_classes, base_ids, novel_ids) for _ in range(3))
     avss = AVSSMeter(num_classes)
     counts = {"moving": 0, "still": 0}
-    for pairs, logits, targets in _predictions(model, data, scene_text, batch_size, progress, "evaluating"):
+    for pairs, logits, targets in predictions(model, data, scene_text, batch_size, progress, "evaluating"):
         labels = label_map(logits, threshold)
         for (clip, t), pred, gt in zip(pairs, labels, targets):
             overall.update(pred, gt)

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 
 from avss_sdk.metrics import IGNORE_INDEX
 from avss_sdk.modeling.flow import flow_loss, photometric_loss
-from avss_sdk.modeling.mask_decoder import DecoderOutput
+from avss_sdk.modeling.mask_decoder import DecoderOutput, heard_logits
 from avss_sdk.modeling.post_mask import post_mask_loss
 from avss_sdk.modeling.ssp_ov import ForwardOutput
 
@@ -121,8 +121,8 @@ def segmentation_losses(out: DecoderOutput, targets: torch.Tensor, mask_size: in
     return losses
 
 
-def audio_text_loss(audio_embedding: torch.Tensor, class_embeddings: torch.Tensor, targets: torch.Tensor,
-                    scale: float = 10.0) -> torch.Tensor:
+def audio_text_loss(audio_embedding: torch.Tensor, class_embeddings: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
     """Multi-label BCE: the heard audio, in the text space, should match each sounding class's text embedding.
 
     targets [B, H, W] (0 background, k + 1 word k); class_embeddings [K, D].
@@ -131,8 +131,7 @@ def audio_text_loss(audio_embedding: torch.Tensor, class_embeddings: torch.Tenso
     present = torch.zeros(targets.shape[0], k + 1, device=targets.device)
     flat = targets.flatten(1).clamp_max(k + 1).where(targets.flatten(1) != IGNORE_INDEX, 0)
     present.scatter_(1, flat, 1.0)
-    logits = scale * (audio_embedding @ class_embeddings.t()) - scale / 2
-    return F.binary_cross_entropy_with_logits(logits, present[:, 1:])
+    return F.binary_cross_entropy_with_logits(heard_logits(audio_embedding, class_embeddings), present[:, 1:])
 
 
 def total_loss(output: ForwardOutput, class_embeddings: torch.Tensor, targets: torch.Tensor,

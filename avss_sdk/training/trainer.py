@@ -68,6 +68,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     out: str = "runs/default"
+    init: str | None = None  # warm start: weights of this checkpoint ("default": the shipped model)
     checkpoint_every: int = 100
     log_every: int = 10
 
@@ -189,6 +190,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
     step = 0
     last = out / "last.pt"
+    if config.init is not None and not last.is_file():
+        _warm_start(model, config.init, config.model)
     if last.is_file():
         payload = read_checkpoint(last)
         if payload.get("train_config", {}).get("model") != dataclasses.asdict(config.model):
@@ -269,6 +272,33 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     if dist.is_initialized():
         dist.barrier()
     return final
+
+
+# Switches a warm start may turn on: each only adds parameters, which start from their initial values.
+_WARM_START_ADDITIONS = {"use_heard_gate": ("mask_decoder.heard_weight",)}
+
+
+def _warm_start(model: SSPOV, checkpoint: str, config: ModelConfig) -> None:
+    """Load the weights of ``checkpoint`` into a fresh run's model, in float32.
+
+    The architecture must be the same, except for switches in ``_WARM_START_ADDITIONS``
+    turned on here: their new parameters keep their initial values.
+    """
+    payload = read_checkpoint(checkpoint)
+    theirs = dataclasses.asdict(ModelConfig.from_dict({**payload["config"],
+                                                       "pretrained_backbone": config.pretrained_backbone}))
+    mine = dataclasses.asdict(config)
+    added = {key for key in mine if theirs[key] != mine[key]}
+    if not added <= set(_WARM_START_ADDITIONS) or any(theirs[key] for key in added):
+        raise ValueError(f"init checkpoint {checkpoint} has another model config ({sorted(added)} differ); "
+                         f"warm start needs the same one, or only {sorted(_WARM_START_ADDITIONS)} turned on")
+    device = next(model.parameters()).device
+    result = model.load_state_dict({k: v.float().to(device) if v.is_floating_point() else v.to(device)
+                                    for k, v in payload["model"].items()}, strict=False)
+    allowed = {name for key in added for name in _WARM_START_ADDITIONS[key]}
+    if result.unexpected_keys or set(result.missing_keys) - allowed:
+        raise ValueError(f"init checkpoint {checkpoint} does not fit the model: missing "
+                         f"{sorted(set(result.missing_keys) - allowed)[:3]}, unexpected {result.unexpected_keys[:3]}")
 
 
 def _float_output(output: ForwardOutput) -> ForwardOutput:
