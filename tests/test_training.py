@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,6 +102,19 @@ def test_warm_start_keeps_the_weights_and_may_only_add_the_heard_gate(synth, tmp
     refused = _run(_train_args(synth, wrong, 1, f"init={first / 'model.pt'}", "model.hidden_dim=16"))
     assert refused.returncode != 0 and "another model config (['hidden_dim'] differ)" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_cache_prepared_by_worker_processes_equals_the_serial_one(synth, tmp_path):
+    from avss_sdk.data.avsbench import AVSSDataset
+    from avss_sdk.training.data import prepare_frames
+
+    dataset = AVSSDataset(synth, split="train", classes="base", load_flow=True)
+    serial = prepare_frames(dataset, 32, tmp_path / "serial", progress=False, workers=1)
+    parallel = prepare_frames(dataset, 32, tmp_path / "parallel", progress=False, workers=2)
+    for name in ("frames", "labels", "log_mel", "flow", "valid", "moving"):
+        assert np.array_equal(np.asarray(getattr(serial, name)), np.asarray(getattr(parallel, name))), name
+    assert serial.scenes == parallel.scenes and serial.uids == parallel.uids
+    assert len(serial.uids) == len(dataset) and serial.valid.any()
 
 
 def test_evaluate_cli_writes_all_metrics(synth, tmp_path):

@@ -10,12 +10,15 @@ them, which also scales to AVSBench's size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,11 +68,17 @@ def _cache_key(dataset: AVSSDataset, size: int) -> str:
 
 
 def prepare_frames(dataset: AVSSDataset, size: int, cache_dir: str | os.PathLike,
-                   progress: bool = True) -> FrameArrays:
-    """Prepare (or reuse from ``cache_dir``) the arrays of ``dataset`` at ``size`` x ``size``."""
+                   progress: bool = True, workers: int = 0) -> FrameArrays:
+    """Prepare (or reuse from ``cache_dir``) the arrays of ``dataset`` at ``size`` x ``size``.
+
+    ``workers`` processes decode and resize clips in parallel (0: one per CPU core, for splits
+    large enough to repay starting them).
+    """
     folder = Path(cache_dir) / f"{dataset.split}-{size}-{_cache_key(dataset, size)}"
+    if workers == 0:
+        workers = (os.cpu_count() or 1) if len(dataset) >= 64 else 1
     if not (folder / "meta.json").is_file():
-        _write_cache(dataset, size, folder, progress)
+        _write_cache(dataset, size, folder, progress, workers)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
 
     def array(name: str) -> np.ndarray:
@@ -81,7 +90,32 @@ def prepare_frames(dataset: AVSSDataset, size: int, cache_dir: str | os.PathLike
                        class_names=meta["class_names"])
 
 
-def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool) -> None:
+_ARRAYS = ("frames", "labels", "log_mel", "flow")
+
+
+def _write_clips(dataset: AVSSDataset, size: int, tmp: Path, indices: range) -> list[tuple[int, Any]]:
+    """Decode clips ``indices`` into the open cache arrays in ``tmp``; (index, per-clip metadata) for each."""
+    arrays = {name: np.load(tmp / f"{name}.npy", mmap_mode="r+") for name in _ARRAYS
+              if (tmp / f"{name}.npy").is_file()}
+    t = arrays["frames"].shape[1]
+    done = []
+    for i in indices:
+        clip = dataset[i]
+        k = min(len(clip.frames), t)
+        for j in range(k):
+            arrays["frames"][i, j] = resize_frame(clip.frames[j], size)
+            arrays["labels"][i, j] = resize_frame_labels(clip.labels[j], size)
+            arrays["log_mel"][i, j] = log_mel(clip.audio_window(j, LOG_MEL_SECONDS))
+        if "flow" in arrays:
+            full = torch.from_numpy(np.stack([resize_flow(f, (size, size)) for f in clip.flow_backward[:k]]))
+            arrays["flow"][i, :k] = downsample_flow(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+        done.append((i, (k, clip.label_valid[:k], _moving_flags(clip.info, k), clip.scene, clip.uid)))
+    for array in arrays.values():
+        array.flush()
+    return done
+
+
+def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool, workers: int) -> None:
     if len(dataset) == 0:
         raise ValueError(f"{dataset.root}: split {dataset.split!r} has no clips")
     for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed preparation
@@ -94,31 +128,31 @@ def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool) 
     has_flow = first.flow_backward is not None
     grid = size // FLOW_STRIDE
     mm = np.lib.format.open_memmap
-    frames = mm(tmp / "frames.npy", "w+", np.uint8, (n, t, size, size, 3))
+    mm(tmp / "frames.npy", "w+", np.uint8, (n, t, size, size, 3)).flush()
     labels = mm(tmp / "labels.npy", "w+", np.uint8, (n, t, size, size))
-    mel = mm(tmp / "log_mel.npy", "w+", np.float16, (n, t, 96, 64))
-    flow = mm(tmp / "flow.npy", "w+", np.float16, (n, t, grid, grid, 2)) if has_flow else None
     labels[:] = IGNORE_INDEX
+    labels.flush()
+    mm(tmp / "log_mel.npy", "w+", np.float16, (n, t, 96, 64)).flush()
+    if has_flow:
+        mm(tmp / "flow.npy", "w+", np.float16, (n, t, grid, grid, 2)).flush()
     valid = np.zeros((n, t), bool)
     moving = np.full((n, t), -1, np.int8)
-    scenes, uids = [], []
-    for i in tqdm(range(n), desc=f"preparing {dataset.split}", unit="clip", disable=not progress):
-        clip = first if i == 0 else dataset[i]
-        k = min(len(clip.frames), t)
-        for j in range(k):
-            frames[i, j] = resize_frame(clip.frames[j], size)
-            labels[i, j] = resize_frame_labels(clip.labels[j], size)
-            mel[i, j] = log_mel(clip.audio_window(j, LOG_MEL_SECONDS))
-        valid[i, :k] = clip.label_valid[:k]
-        moving[i, :k] = _moving_flags(clip.info, k)
-        if flow is not None:
-            full = torch.from_numpy(np.stack([resize_flow(f, (size, size)) for f in clip.flow_backward[:k]]))
-            flow[i, :k] = downsample_flow(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-        scenes.append(clip.scene)
-        uids.append(clip.uid)
-    for array in (frames, labels, mel, flow):
-        if array is not None:
-            array.flush()
+    scenes, uids = [None] * n, [None] * n
+    chunks = [range(start, min(start + 8, n)) for start in range(0, n, 8)]
+    bar = tqdm(total=n, desc=f"preparing {dataset.split}", unit="clip", disable=not progress)
+    # Spawned, not forked, workers: forking after torch has started its thread pool can hang.
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = (pool.imap_unordered(functools.partial(_write_clips, dataset, size, tmp), chunks) if pool
+                   else (_write_clips(dataset, size, tmp, chunk) for chunk in chunks))
+        for done in results:
+            for i, (k, clip_valid, clip_moving, scene, uid) in done:
+                valid[i, :k], moving[i, :k], scenes[i], uids[i] = clip_valid, clip_moving, scene, uid
+            bar.update(len(done))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
     np.save(tmp / "valid.npy", valid)
     np.save(tmp / "moving.npy", moving)
     meta = {"has_flow": has_flow, "scenes": scenes, "uids": uids, "class_names": dataset.class_names}

@@ -41,6 +41,7 @@ class DataConfig:
     classes: str = "base"  # train on the base vocabulary only (open-vocabulary protocol)
     subsets: list[str] | None = None  # AVSBench: v1s / v1m / v2; None = all
     cache: str | None = None  # prepared arrays; default ROOT/cache
+    workers: int = 0  # processes preparing the cache; 0 = one per CPU core
 
 
 @dataclass
@@ -59,6 +60,7 @@ class OptimConfig:
     flip: bool = True
     mask_size: int = 96
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    minutes: float = 0.0  # time budget: the schedule ends at steps or at this many training minutes (0: none)
 
 
 @dataclass
@@ -106,11 +108,17 @@ def _coerce_floats(section: type, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _learning_rate_factor(step: int, warmup: int, total: int) -> float:
+def _learning_rate_factor(step: int, warmup: int, progress: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine to 5 % over ``progress`` (0 to 1) of the schedule."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _schedule_progress(step: int, cfg: OptimConfig, seconds: float) -> float:
+    """How far through the schedule a run is: by steps, or by time where a budget is set and nearer its end."""
+    by_steps = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return max(by_steps, seconds / (60 * cfg.minutes)) if cfg.minutes > 0 else by_steps
 
 
 class _TrainingForward(nn.Module):
@@ -167,7 +175,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                           classes=config.data.classes, load_flow=True)
     cache = config.data.cache or str(Path(config.data.root) / "cache")
     if rank == 0:  # one process prepares the cache; the others read it once it is complete
-        data: FrameArrays = prepare_frames(dataset, config.model.image_size, cache, progress=progress)
+        data: FrameArrays = prepare_frames(dataset, config.model.image_size, cache, progress=progress,
+                                           workers=config.data.workers)
     if dist.is_initialized():
         dist.barrier()
     if rank != 0:
@@ -188,7 +197,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
-    step = 0
+    step, trained_seconds = 0, 0.0
     last = out / "last.pt"
     if config.init is not None and not last.is_file():
         _warm_start(model, config.init, config.model)
@@ -205,13 +214,19 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         if scaler.is_enabled():
             scaler.load_state_dict(payload["scaler"])
         step = int(payload["step"])
+        trained_seconds = float(payload.get("train_seconds", 0.0))
         if rank == 0:
             print(f"resuming {out} from step {step}")
 
     def save(path: Path) -> None:
         if rank == 0:
             save_checkpoint(path, model, {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                          "step": step, "train_config": config.to_dict(), "vocabulary": vocabulary})
+                                          "step": step, "train_seconds": seconds_so_far(), "train_config": config.to_dict(), "vocabulary": vocabulary})
+
+    started = time.monotonic()
+
+    def seconds_so_far() -> float:
+        return trained_seconds + time.monotonic() - started
 
     def request_stop(signum: int, _frame: Any) -> None:
         raise _StopRequested(signum)
@@ -222,13 +237,13 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     model.train()
     tic, since = time.perf_counter(), step
     try:
-        while step < cfg.steps:
+        while step < cfg.steps and _schedule_progress(step, cfg, seconds_so_far()) < 1.0:
             rng = np.random.default_rng([cfg.seed, step, rank])
             pairs = frames[rng.integers(len(frames), size=cfg.batch_size)]
             flip = rng.random(cfg.batch_size) < 0.5 if cfg.flip else None
             batch = make_batch(data, pairs, lookup, flip).to(device)
             scenes = [s if rng.random() >= cfg.scene_dropout else None for s in batch.scenes]
-            factor = _learning_rate_factor(step, cfg.warmup_steps, cfg.steps)
+            factor = _learning_rate_factor(step, cfg.warmup_steps, _schedule_progress(step, cfg, seconds_so_far()))
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -267,6 +282,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             signal.signal(signal.SIGTERM, previous_handler)
     save(last)
     final = out / "model.pt"
+    if rank == 0 and step < cfg.steps:
+        print(f"time budget of {cfg.minutes:g} minutes reached at step {step} of {cfg.steps}")
     if rank == 0:
         save_checkpoint(final, model, {"step": step, "train_config": config.to_dict(), "vocabulary": vocabulary})
     if dist.is_initialized():
