@@ -240,3 +240,25 @@ def test_io_binding_path_hands_ortvalues_on_and_gives_the_same_labels(clips, cac
     image = bound.backend.run("image_encoder", {"image": np.zeros((1, 3, 192, 192), np.float32)})
     assert isinstance(image["mask_features"], ort.OrtValue)
     np.testing.assert_array_equal(_run(plain, clips[1]), _run(bound, clips[1]))
+
+
+def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
+    """evaluate_runtime (Segmenter, ONNX Runtime) within 1 mIoU point of evaluate (torch) on the same clips."""
+    from avss_sdk.modeling.ssp_ov import load_model
+    from avss_sdk.training.data import prepare_frames
+    from avss_sdk.training.evaluate import evaluate, evaluate_runtime
+
+    rows = [generate_clip(tmp_path, "test", 3, i, frames=6, size=224) for i in range(12)]
+    write_dataset_files(tmp_path, "test", 3, rows)
+    dataset = AVSSDataset(tmp_path, "test", classes="all")
+    model, payload = load_model("default")
+    size = model.config.image_size
+    data = prepare_frames(dataset, size, tmp_path / "arrays", progress=False)
+    reference = evaluate(model, data, dataset.base_ids, dataset.novel_ids, False, 8, progress=False,
+                         threshold=payload["foreground_threshold"]).scores
+    with Segmenter(backend="onnxruntime", cache_dir=cache, log=lambda m: None) as segmenter:
+        runtime = evaluate_runtime(segmenter, dataset, size, progress=False)
+    assert runtime.frames == reference.frames > 0
+    for name in ("base_miou", "novel_miou", "harmonic_miou"):
+        assert abs(getattr(runtime, name) - getattr(reference, name)) <= 1.0, name
+    assert reference.harmonic_miou > 0  # the comparison is not between two empty results

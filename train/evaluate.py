@@ -3,6 +3,10 @@
 Prints and (with ``--json``) writes base / novel / harmonic mIoU, AVSS mIoU and F, a
 per-class table, and the moving / still breakdown, with scene text and without it
 (the runtime's default), unless ``--scene-text`` picks one.
+
+``--runtime onnxruntime`` scores the torch-free runtime instead (``Segmenter`` on an
+export, ``--engines``, default the shipped one; ``--flow model`` or ``dis``), frame by
+frame as a stream would, without scene text: the figure to hold against the torch one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,7 +25,7 @@ from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.training.data import prepare_frames
-from avss_sdk.training.evaluate import EvaluationResult, evaluate
+from avss_sdk.training.evaluate import EvaluationResult, evaluate, evaluate_runtime
 
 
 def format_result(name: str, result: EvaluationResult) -> str:
@@ -49,6 +54,31 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def evaluate_with_runtime(args: argparse.Namespace) -> int:
+    """``--runtime``: base / novel / harmonic mIoU of ``Segmenter`` on the split."""
+    from avss_sdk.errors import AvssError
+    from avss_sdk.segmenter import Segmenter
+
+    try:
+        dataset = AVSSDataset(args.data, split=args.split, classes="all", load_flow=False)
+        segmenter = Segmenter(args.engines, backend=args.runtime, flow=args.flow, log=lambda message: None)
+    except (FileNotFoundError, ValueError, AvssError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if len(dataset) == 0:
+        raise SystemExit(f"error: {args.data} has no clips in split {args.split!r}")
+    with segmenter:
+        s = evaluate_runtime(segmenter, dataset, int(segmenter.manifest.preprocess["image_size"]),
+                             progress=not args.quiet)
+        name = f"runtime {segmenter.backend_name}, flow {args.flow}"
+    print(f"{name}: {s.frames} frames\n  base mIoU {s.base_miou:6.2f}   novel mIoU {s.novel_miou:6.2f}   "
+          f"harmonic {s.harmonic_miou:6.2f}")
+    if args.json:
+        write_json(args.json, {"engines": args.engines or "default", "data": str(args.data), "split": args.split,
+                               "runtime": segmenter.backend_name, "flow": args.flow, "scores": asdict(s)})
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="default", help="checkpoint file, or 'default' for the shipped model")
@@ -60,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", help="prepared-array cache folder (default DATA/cache)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--runtime", choices=["auto", "onnxruntime", "tensorrt"],
+                        help="score the torch-free runtime with this backend instead of the checkpoint")
+    parser.add_argument("--engines", help="with --runtime: the export folder (default: the shipped model)")
+    parser.add_argument("--flow", choices=["model", "dis"], default="model", help="with --runtime: the flow source")
     args = parser.parse_args(argv)
+    if args.runtime:
+        return evaluate_with_runtime(args)
 
     try:
         model, payload = load_model(args.checkpoint)

@@ -11,17 +11,22 @@ the model's input size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.metrics import AVSSMeter, OVMeter
 from avss_sdk.modeling.ssp_ov import SSPOV
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD, decide, foreground_and_words, label_map
-from avss_sdk.training.data import FrameArrays, label_lookup, make_batch
+from avss_sdk.preprocess import LOG_MEL_SECONDS
+from avss_sdk.training.data import FrameArrays, label_lookup, make_batch, resize_frame_labels
+
+if TYPE_CHECKING:
+    from avss_sdk.segmenter import Segmenter
 
 
 @dataclass
@@ -117,3 +122,26 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
                  for i in sorted([*base_ids, *novel_ids])]
     return EvaluationResult(_scores(overall, len(data.frame_index())), 100 * miou, 100 * fscore,
                             _scores(moving, counts["moving"]), _scores(still, counts["still"]), per_class)
+
+
+def evaluate_runtime(segmenter: "Segmenter", dataset: AVSSDataset, size: int, progress: bool = True) -> SplitScores:
+    """Base / novel / harmonic mIoU of the torch-free runtime (``Segmenter``) on ``dataset``.
+
+    The segmenter streams each clip frame by frame with the dataset's whole vocabulary;
+    its frame-size labels and the truth are resized to ``size`` (the model input) exactly
+    as :func:`evaluate`'s targets are, so the two figures differ only by the runtime.
+    """
+    segmenter.set_vocab(dataset.class_names[1:])  # label k + 1 is then the dataset's class id k + 1
+    meter = OVMeter(len(dataset.class_names), dataset.base_ids, dataset.novel_ids)
+    frames = 0
+    for i in tqdm(range(len(dataset)), desc="evaluating the runtime", unit="clip", disable=not progress):
+        clip = dataset[i]
+        segmenter.reset()
+        for t in range(len(clip.frames)):
+            result = segmenter.segment(clip.frames[t], clip.audio_window(t, LOG_MEL_SECONDS),
+                                       float(clip.frame_times[t]), t)
+            if clip.label_valid[t]:
+                meter.update(resize_frame_labels(result.labels.astype(np.uint8), size),
+                             resize_frame_labels(clip.labels[t], size))
+                frames += 1
+    return _scores(meter, frames)
