@@ -73,6 +73,8 @@ def clean_vocabulary(words: Sequence[str], max_words: int | None = None) -> Word
     if isinstance(words, Words):
         check_vocab_size(words, max_words)
         return words
+    if words is None:
+        raise VocabularyError("no vocabulary given: pass the words to look for, e.g. vocab=['dog', 'guitar']")
     if isinstance(words, str):
         raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {words.split(',')!r}?")
     if isinstance(words, np.ndarray):
