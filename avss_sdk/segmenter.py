@@ -36,7 +36,7 @@ from avss_sdk.runtime.backends import log_to_stderr, make_backend
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.runtime.text_cache import TextEmbeddingCache
 from avss_sdk.tokenizer import ClipTokenizer
-from avss_sdk.vocab import (MAX_WORD_CHARS, VocabularyError, Words, category_prompts, clean_scene, clean_vocabulary,
+from avss_sdk.vocab import (MAX_WORD_CHARS, VocabularyError, category_prompts, clean_scene, clean_vocabulary,
                             scene_prompt)
 
 __all__ = ["MAX_WORD_CHARS", "SceneEmbedding", "Segmenter", "Vocabulary", "VocabularyError", "clean_vocabulary"]

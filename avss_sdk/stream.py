@@ -58,7 +58,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from avss_sdk.capture import AudioSource, CameraSource, FileSource, Frame, MicrophoneSource, VideoSource
+from avss_sdk.capture import AudioSource, CameraSource, FileSource, Frame, MicrophoneSource, VideoSource, check_camera
 from avss_sdk.errors import AvssError, MissingFileError
 from avss_sdk.media import audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SECONDS
@@ -188,6 +188,8 @@ class Stream:
 
         if source is None and camera is None:
             raise StreamError("no video: give camera= (an index or URL) or source= (a file or URL)")
+        if source is None:
+            check_camera(camera)  # before the model loads, and before OpenCV sees it
         if source is not None and mic is not None:
             if audio is not None and audio != mic:
                 raise StreamError(f"mic={mic!r} and audio={audio!r} name two different audio sources; give one")

@@ -50,10 +50,7 @@ class CameraSource:
         timeout: float = 5.0,
         frame_timeout: float = 10.0,
     ) -> None:
-        if isinstance(index_or_url, bool) or not isinstance(index_or_url, (int, str)) \
-                or (isinstance(index_or_url, int) and not 0 <= index_or_url < 2**31) or index_or_url == "":
-            raise CameraError(f"a camera is an index >= 0 or a URL, got {index_or_url!r}; "
-                              f"available cameras: {available_cameras()}")
+        check_camera(index_or_url)
         if not frame_timeout > 0:
             raise CameraError(f"frame_timeout must be positive, got {frame_timeout!r}")
         self.source = index_or_url
@@ -191,6 +188,14 @@ class CameraSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_camera(index_or_url: object) -> None:
+    """CameraError unless ``index_or_url`` is something OpenCV can be asked to open without crashing."""
+    if isinstance(index_or_url, bool) or not isinstance(index_or_url, (int, str)) \
+            or (isinstance(index_or_url, int) and not 0 <= index_or_url < 2**31) or index_or_url == "":
+        raise CameraError(f"a camera is an index >= 0 or a URL, got {index_or_url!r}; "
+                          f"available cameras: {available_cameras()}")
 
 
 def available_cameras() -> str:
