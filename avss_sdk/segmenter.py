@@ -82,6 +82,7 @@ class Segmenter:
         scene = clean_scene(scene)
         self._closed = threading.Event()
         self.manifest = Manifest.load(engines if engines is not None else DEFAULT_ENGINES)
+        self.manifest.check_stages()
         text = self.manifest.text
         self.tokenizer = ClipTokenizer.from_file(self.manifest.path(text.tokenizer))
         if self.tokenizer.context_length != text.context_length:

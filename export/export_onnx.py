@@ -320,8 +320,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
                 check_plugin_stage(plain, onnx.load(str(plugin_path)), plugin_path)
                 files["fp16-plugin"] = plugin_path.relative_to(out_dir).as_posix()
             report.append(f"{count} plugin nodes")
-        sha256 = {key: file_hash(out_dir / file, length=64) for key, file in files.items()}
-        stages[stage.name] = StageEntry(stage.name, files, stage.inputs, output_specs(plain, stage), sha256=sha256)
+        stages[stage.name] = StageEntry(stage.name, files, stage.inputs, output_specs(plain, stage))
         log(f"  {stage.name:<14} exported and checked; ONNX Runtime vs PyTorch (relative): {', '.join(report)}")
 
     text = model.text_encoder
@@ -340,7 +339,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
         stages=stages,
         engines={"built": False, "reason": "ONNX export only"},
     )
-    manifest.save()
+    manifest.check_stages()
+    manifest.save()  # records each ONNX file's sha256
     return manifest
 
 

@@ -26,8 +26,8 @@ import pytest
 
 import avss_sdk
 from avss_sdk.capture import CameraError, CameraSource, CaptureError, FileSource, MicrophoneError
-from avss_sdk.errors import AvssError, ClosedError, InputError
-from avss_sdk.media import SAMPLE_RATE, as_mono
+from avss_sdk.errors import ClosedError, InputError
+from avss_sdk.media import as_mono
 from avss_sdk.runtime.backends import BackendError, OnnxRuntimeBackend, make_backend
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.runtime.text_cache import TextCacheError, TextEmbeddingCache
@@ -112,7 +112,14 @@ def test_a_bad_manifest_fails_at_load_with_what_is_wrong(case, tmp_path):
     out, values = model_copy(tmp_path)
     change(values)
     with pytest.raises(ManifestError, match=message):
-        Manifest.load(write(out, values))
+        Manifest.load(write(out, values)).check_stages()  # as the segmenter loads it
+
+
+def test_the_segmenter_checks_the_stages_before_loading_a_backend(tmp_path):
+    out, values = model_copy(tmp_path)
+    values["stages"]["mask_decoder"]["outputs"][0]["name"] = "logits"
+    with pytest.raises(ManifestError, match="this runtime expects"):
+        Segmenter(engines=write(out, values), vocab=["dog"], log=SILENT)
 
 
 def test_the_model_hash_never_names_a_file_outside_the_cache(tmp_path):

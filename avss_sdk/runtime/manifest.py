@@ -23,11 +23,13 @@ Layout (``format`` "avss_sdk.manifest", ``version`` 1)::
                   compute_capability, profile, key)
     engines:      built (bool) and reason (why not, when not)
 
-Every section is typed and checked when the manifest is made or loaded: against itself
-(tensors handed from one stage to the next agree, the flow grid is the image size over the
-flow stride) and against this runtime (its preprocessing constants, the tensor names the
-segmenter feeds), so a mismatch is a :class:`ManifestError` at load, never a wrong answer
-or a failure at the first frame. :func:`check_onnx_file` checks an ONNX file's sha256
+Every section is typed and checked when the manifest is made or loaded (a hex model hash,
+positive sizes, preprocessing equal to this runtime's, ``str.format``-safe templates, a
+sha256 for every ONNX file); :meth:`Manifest.check_stages`, which the segmenter calls at
+load, checks the stages' tensors against what the runtime feeds (names, shapes from the
+preprocess and text sections, one shape for a tensor handed from stage to stage). A
+mismatch is a :class:`ManifestError` at load, never a wrong answer or a failure at the
+first frame. :func:`check_onnx_file` checks an ONNX file's sha256
 before a backend loads it, once per file version (remembered in the cache directory).
 """
 
@@ -292,20 +294,23 @@ class Manifest:
     engines: dict[str, Any] = field(default_factory=lambda: {"built": False, "reason": "not built"})
 
     def __post_init__(self) -> None:
-        self.check()
-
-    @property
-    def model_hash(self) -> str:
-        return self.model.hash
-
-    def check(self) -> None:
-        """ManifestError unless the sections agree with each other and with what this runtime feeds."""
         if self.precision not in PRECISIONS:
             raise ManifestError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         _int(self.max_vocab, "max_vocab")
         missing = [name for name in STAGE_NAMES if name not in self.stages]
         if missing:
             raise ManifestError(f"stages {missing} are missing")
+
+    @property
+    def model_hash(self) -> str:
+        return self.model.hash
+
+    def check_stages(self) -> None:
+        """ManifestError unless the stages' tensors are those this runtime feeds and reads.
+
+        Names as the segmenter uses them, shapes from the preprocess and text sections, and
+        every tensor one stage hands to another of one shape and dtype in both.
+        """
         size, stride = self.preprocess.image_size, self.preprocess.flow_stride
         grid = size // stride
         expected = {  # name: shape; None where any size is fine
@@ -359,7 +364,14 @@ class Manifest:
                 "stages": stages, "engines": self.engines}
 
     def save(self, directory: str | os.PathLike | None = None) -> Path:
-        """Write ``manifest.json`` atomically into ``directory`` (default: the manifest's root)."""
+        """Write ``manifest.json`` atomically into ``directory`` (default: the manifest's root).
+
+        An ONNX file with no sha256 recorded yet gets the one of the file as it is now.
+        """
+        for stage in self.stages.values():
+            for key, file in stage.onnx.items():
+                if key not in stage.sha256:
+                    stage.sha256[key] = file_hash(self.path(file), length=64)
         root = Path(directory) if directory is not None else self.root
         root.mkdir(parents=True, exist_ok=True)
         path = root / MANIFEST_NAME
@@ -399,8 +411,6 @@ class Manifest:
             for file in list(stage.onnx.values()) + ([stage.engine.file] if stage.engine else []):
                 if not manifest.path(file).is_file():
                     raise ManifestError(f"{path}: stage {stage.name!r} names {file}, which is missing")
-        if not manifest.path(manifest.text.tokenizer).is_file():
-            raise ManifestError(f"{path}: text.tokenizer names {manifest.text.tokenizer}, which is missing")
         return manifest
 
 
