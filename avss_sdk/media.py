@@ -85,13 +85,13 @@ def as_mono(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if audio.dtype in PCM_SCALE:
         audio = audio.astype(np.float32) / np.float32(PCM_SCALE[audio.dtype])
     elif audio.dtype.kind == "f":
-        audio = audio.astype(np.float32, copy=False)
         if not np.isfinite(audio).all():
             raise InputError("audio holds NaN or infinite samples")
         peak = float(np.abs(audio).max(initial=0.0))
         if peak > MAX_FLOAT_PEAK:
             raise InputError(f"float audio must be in [-1, 1], its peak is {peak:.4g}; pass int16/int32 PCM as "
                              f"its integer array (it is scaled), or divide it by its full scale")
+        audio = audio.astype(np.float32, copy=False)
     else:
         raise InputError(f"audio must be float in [-1, 1] or int16/int32 PCM, got {audio.dtype}")
     if audio.ndim == 2:
