@@ -8,3 +8,15 @@ existing ``except ValueError`` code keeps working.
 
 class AvssError(Exception):
     """Something the SDK detected and explains: bad input, a bad file, a missing backend."""
+
+
+class InputError(AvssError, ValueError):
+    """An argument the SDK cannot use: a frame or audio of the wrong type, shape or range, an unknown option."""
+
+
+class MissingFileError(AvssError, FileNotFoundError):
+    """A file the caller named (a clip, an audio track) does not exist."""
+
+
+class ClosedError(AvssError, RuntimeError):
+    """An object used after its ``close()``."""

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from avss_sdk.errors import InputError
+
 IGNORE_INDEX = 255
 F_BETA2 = 0.3  # AVSBench's beta^2: precision weighs more than recall
 _EPS = np.finfo(np.float64).eps  # AVSBench adds 2.22e-16 to the union
@@ -33,20 +35,20 @@ def _check_labels(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[n
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
+        raise InputError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
     if pred.ndim == 2:
         pred, gt = pred[None], gt[None]
     if pred.ndim != 3:
-        raise ValueError(f"expected label maps [H, W] or [N, H, W], got shape {pred.shape}")
+        raise InputError(f"expected label maps [H, W] or [N, H, W], got shape {pred.shape}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+        raise InputError(f"num_classes must be positive, got {num_classes}")
     pred = pred.reshape(pred.shape[0], -1).astype(np.int64)
     gt = gt.reshape(gt.shape[0], -1).astype(np.int64)
     valid_gt = gt != IGNORE_INDEX
     if np.any((gt[valid_gt] < 0) | (gt[valid_gt] >= num_classes)):
-        raise ValueError(f"ground truth holds labels outside [0, {num_classes}) other than {IGNORE_INDEX}")
+        raise InputError(f"ground truth holds labels outside [0, {num_classes}) other than {IGNORE_INDEX}")
     if np.any((pred[valid_gt] < 0) | (pred[valid_gt] >= num_classes)):
-        raise ValueError(f"prediction holds labels outside [0, {num_classes})")
+        raise InputError(f"prediction holds labels outside [0, {num_classes})")
     return pred, gt
 
 
@@ -130,10 +132,10 @@ class OVMeter:
         for name, ids in (("base_ids", self.base_ids), ("novel_ids", self.novel_ids)):
             bad = [i for i in ids if not 0 < i < self.num_classes]
             if bad:
-                raise ValueError(f"{name} must be class indices in [1, {self.num_classes}) (background excluded): {bad}")
+                raise InputError(f"{name} must be class indices in [1, {self.num_classes}) (background excluded): {bad}")
         overlap = set(self.base_ids) & set(self.novel_ids)
         if overlap:
-            raise ValueError(f"classes {sorted(overlap)} are both base and novel")
+            raise InputError(f"classes {sorted(overlap)} are both base and novel")
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from avss_sdk.errors import InputError
+
 FOREGROUND_THRESHOLD = 0.5
 
 
@@ -19,7 +21,7 @@ def foreground_and_words(pixel_logits: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """[..., K+1, H, W] log-probabilities -> (P(object) [..., H, W], most likely word k + 1 [..., H, W])."""
     logits = np.asarray(pixel_logits)
     if logits.ndim < 3 or logits.shape[-3] < 2:
-        raise ValueError(f"expected [..., K+1, H, W] with K >= 1, got {logits.shape}")
+        raise InputError(f"expected [..., K+1, H, W] with K >= 1, got {logits.shape}")
     return 1.0 - np.exp(logits[..., 0, :, :]), np.argmax(logits[..., 1:, :, :], axis=-3) + 1
 
 
@@ -49,7 +51,7 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
 
     logits = np.asarray(pixel_logits, np.float32)
     if logits.ndim != 3 or logits.shape[0] < 2:
-        raise ValueError(f"expected one frame's [K+1, h, w] log-probabilities, got {logits.shape}")
+        raise InputError(f"expected one frame's [K+1, h, w] log-probabilities, got {logits.shape}")
     height, width = size
     background = cv2.resize(logits[0], (width, height), interpolation=cv2.INTER_LINEAR)
     words = np.unique(np.argmax(logits[1:], axis=0)) + 1

@@ -18,6 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from avss_sdk.errors import InputError
 from avss_sdk.media import SAMPLE_RATE
 
 # Image: EfficientNet-Lite was trained on inputs scaled to [-1, 1].
@@ -47,7 +48,7 @@ def resize_frame(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 def normalize_image(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 [..., H, W, 3] -> float32 [..., 3, H, W] scaled by IMAGE_MEAN / IMAGE_STD."""
     if rgb.dtype != np.uint8 or rgb.shape[-1] != 3:
-        raise ValueError(f"expected RGB uint8 [..., H, W, 3], got {rgb.dtype} {rgb.shape}")
+        raise InputError(f"expected RGB uint8 [..., H, W, 3], got {rgb.dtype} {rgb.shape}")
     mean = np.asarray(IMAGE_MEAN, np.float32) * 255.0
     std = np.asarray(IMAGE_STD, np.float32) * 255.0
     image = (rgb.astype(np.float32) - mean) / std

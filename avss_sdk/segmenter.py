@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-import unicodedata
-import warnings
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,24 +27,23 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from avss_sdk.errors import AvssError
+from avss_sdk.errors import ClosedError, InputError
+from avss_sdk.media import SAMPLE_RATE, as_mono
 from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
 from avss_sdk.result import Result, sounding_objects
 from avss_sdk.runtime.backends import log_to_stderr, make_backend
-from avss_sdk.runtime.manifest import Manifest
+from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.runtime.text_cache import TextEmbeddingCache
 from avss_sdk.tokenizer import ClipTokenizer
-from avss_sdk.vocab import category_prompts, scene_prompt
+from avss_sdk.vocab import (MAX_WORD_CHARS, VocabularyError, category_prompts, clean_scene, clean_vocabulary,
+                            scene_prompt)
+
+__all__ = ["MAX_WORD_CHARS", "SceneEmbedding", "Segmenter", "Vocabulary", "VocabularyError", "clean_vocabulary"]
 
 DEFAULT_ENGINES = Path(__file__).resolve().parent / "models" / "default"
 FLOW_MODES = ("model", "dis")
 TEXT_BATCH = 64  # prompts per text-encoder call: bounded memory for a 1000-word vocabulary
-MAX_WORD_CHARS = 200
-
-
-class VocabularyError(AvssError, ValueError):
-    """A vocabulary or scene text that cannot be used (empty, not strings, blank words, too large)."""
 
 
 @dataclass(frozen=True)
@@ -64,74 +62,47 @@ class SceneEmbedding:
     embedding: np.ndarray
 
 
-def clean_vocabulary(words: Sequence[str], max_words: int | None = None) -> list[str]:
-    """Validated words: stripped, NFC-normalised, duplicates (case-insensitive) dropped with a warning.
-
-    Raises :class:`VocabularyError` for a vocabulary that is empty, not a list of strings,
-    contains blank or absurdly long words, or has more than ``max_words`` words.
-    """
-    if isinstance(words, str):
-        raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {words.split(',')!r}?")
-    try:
-        words = list(words)
-    except TypeError:
-        raise VocabularyError(f"vocab must be a list of words, got {type(words).__name__}") from None
-    if not words:
-        raise VocabularyError("the vocabulary is empty: give at least one word, e.g. vocab=['dog', 'guitar']")
-    cleaned, seen, duplicates = [], set(), []
-    for i, word in enumerate(words):
-        if not isinstance(word, str):
-            raise VocabularyError(f"vocabulary word {i} is a {type(word).__name__}, not a string: {word!r}")
-        word = unicodedata.normalize("NFC", " ".join(word.split()))
-        if not word:
-            raise VocabularyError(f"vocabulary word {i} is blank")
-        if len(word) > MAX_WORD_CHARS:
-            raise VocabularyError(f"vocabulary word {i} is {len(word)} characters long (at most {MAX_WORD_CHARS})")
-        if word.casefold() in seen:
-            duplicates.append(word)
-            continue
-        seen.add(word.casefold())
-        cleaned.append(word)
-    if duplicates:
-        warnings.warn(f"duplicate vocabulary words ignored: {duplicates}", stacklevel=3)
-    if max_words is not None and len(cleaned) > max_words:
-        raise VocabularyError(f"{len(cleaned)} words, but these engines accept at most {max_words} "
-                              f"(rebuild with export/build_engines.py --max-vocab N)")
-    return cleaned
-
-
 class Segmenter:
     """Segment single frames: ``segmenter.segment(rgb, audio)`` -> :class:`Result`.
 
     ``engines``: a directory with ``manifest.json`` from ``export/build_engines.py`` (None:
     the package's default model). ``backend``: "auto", "tensorrt", "onnxruntime" or "torch".
     ``flow``: "model" (the learned flow stage) or "dis" (OpenCV DIS optical flow, cheaper on
-    CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached.
+    CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached. ``vocab``
+    None leaves the words to :meth:`set_vocab`; an empty vocabulary is refused at once.
     """
 
-    def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] = (), scene: str | None = None,
-                 backend: str = "auto", flow: str = "model", cache_dir: str | Path | None = None,
-                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr) -> None:
+    def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] | None = None,
+                 scene: str | None = None, backend: str = "auto", flow: str = "model",
+                 cache_dir: str | Path | None = None, threads: int | None = None,
+                 log: Callable[[str], None] = log_to_stderr) -> None:
         if flow not in FLOW_MODES:
-            raise ValueError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
+            raise InputError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
+        words = clean_vocabulary(vocab) if vocab is not None else None  # before the model loads: fail fast
+        scene = clean_scene(scene)
+        self._closed = threading.Event()
         self.manifest = Manifest.load(engines if engines is not None else DEFAULT_ENGINES)
+        self.manifest.check_stages()
+        text = self.manifest.text
+        self.tokenizer = ClipTokenizer.from_file(self.manifest.path(text.tokenizer))
+        if self.tokenizer.context_length != text.context_length:
+            raise ManifestError(f"{self.manifest.path(text.tokenizer)} makes {self.tokenizer.context_length} tokens, "
+                                f"the manifest's text encoder takes {text.context_length}")
         self.backend = make_backend(self.manifest, backend, cache_dir, threads, log)
         self.backend_name = self.backend.name
         self.flow_mode = flow
-        text = self.manifest.text
-        self.frame_size = int(self.manifest.preprocess["image_size"])
-        self.threshold = float(self.manifest.postprocess["foreground_threshold"])
-        self.tokenizer = ClipTokenizer.from_file(self.manifest.path(text["tokenizer"]))
+        self.frame_size = self.manifest.preprocess.image_size
+        self.threshold = self.manifest.postprocess.foreground_threshold
         self.max_words = getattr(self.backend, "max_vocab", None)
-        self.text_cache = TextEmbeddingCache(self.manifest.model_hash, int(text["embed_dim"]), cache_dir)
-        self._no_scene = np.asarray(text["no_scene_embedding"], np.float32)
+        self.text_cache = TextEmbeddingCache(self.manifest.model_hash, text.embed_dim, cache_dir, log=log)
+        self._no_scene = np.asarray(text.no_scene_embedding, np.float32)
         self._text_lock = threading.Lock()  # one text-encoder call at a time (TensorRT contexts are not shared)
         self._previous: np.ndarray | None = None
         self._dis = None
         self._vocabulary: Vocabulary | None = None
         self._scene = self.prepare_scene(scene)
-        if vocab:
-            self.set_vocab(vocab)
+        if words is not None:
+            self.set_vocab(words)
 
     @property
     def vocab(self) -> list[str]:
@@ -141,32 +112,44 @@ class Segmenter:
     def scene(self) -> str | None:
         return self._scene.text
 
-    def _encode_text(self, prompts: list[str]) -> np.ndarray:
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise ClosedError("this Segmenter is closed; make a new one")
+
+    def _encode_text(self, prompts: list[str], cancel: threading.Event | None = None) -> np.ndarray:
+        """Text embeddings, TEXT_BATCH prompts per call; CancelledError between calls once ``cancel`` is set."""
         chunks = []
-        with self._text_lock:
-            for start in range(0, len(prompts), TEXT_BATCH):
-                tokens = self.tokenizer(prompts[start:start + TEXT_BATCH])
+        for start in range(0, len(prompts), TEXT_BATCH):
+            if (cancel is not None and cancel.is_set()) or self._closed.is_set():
+                raise CancelledError("preparing the vocabulary was cancelled")
+            tokens = self.tokenizer(prompts[start:start + TEXT_BATCH])
+            with self._text_lock:
+                self._check_open()
                 chunks.append(self.backend.run("text_encoder", {"token_ids": tokens})["text_embedding"])
         return np.concatenate(chunks).astype(np.float32)
 
-    def prepare_vocab(self, words: Sequence[str]) -> Vocabulary:
-        """Embed a vocabulary (thread-safe; only prompts never cached run the text encoder)."""
-        words = clean_vocabulary(words, self.max_words)
-        templates = self.manifest.text["category_templates"]
-        prompts = [prompt for word in words for prompt in category_prompts(word, templates)]
-        vectors = self.text_cache.embed(prompts, self._encode_text).reshape(len(words), len(templates), -1)
-        mean = vectors.mean(axis=1)
-        return Vocabulary(words, (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32))
+    def prepare_vocab(self, words: Sequence[str], cancel: threading.Event | None = None) -> Vocabulary:
+        """Embed a vocabulary (thread-safe; only prompts never cached run the text encoder).
 
-    def prepare_scene(self, text: str | None) -> SceneEmbedding:
+        Setting ``cancel`` (or closing the segmenter) stops the work between text-encoder
+        calls with ``concurrent.futures.CancelledError``.
+        """
+        self._check_open()
+        words = clean_vocabulary(words, self.max_words)
+        templates = self.manifest.text.category_templates
+        prompts = [prompt for word in words for prompt in category_prompts(word, templates)]
+        vectors = self.text_cache.embed(prompts, lambda new: self._encode_text(new, cancel))
+        mean = vectors.reshape(len(words), len(templates), -1).mean(axis=1)
+        return Vocabulary(list(words), (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32))
+
+    def prepare_scene(self, text: str | None, cancel: threading.Event | None = None) -> SceneEmbedding:
         """Embed a scene description (None or blank: the model's learned "no scene text" embedding)."""
-        if text is not None and not isinstance(text, str):
-            raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
-        text = " ".join(text.split()) if text else None
-        if not text:
+        self._check_open()
+        text = clean_scene(text)
+        if text is None:
             return SceneEmbedding(None, self._no_scene)
-        prompt = scene_prompt(text, self.manifest.text["scene_template"])
-        return SceneEmbedding(text, self.text_cache.embed([prompt], self._encode_text)[0])
+        prompt = scene_prompt(text, self.manifest.text.scene_template)
+        return SceneEmbedding(text, self.text_cache.embed([prompt], lambda new: self._encode_text(new, cancel))[0])
 
     def use(self, vocabulary: Vocabulary | None = None, scene: SceneEmbedding | None = None) -> None:
         """Switch to a prepared vocabulary and/or scene (O(1); takes effect at the next frame)."""
@@ -195,18 +178,29 @@ class Segmenter:
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         dense = self._dis.calc(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(previous_small, cv2.COLOR_RGB2GRAY),
                                None)
-        stride = int(self.manifest.preprocess["flow_stride"])
+        stride = self.manifest.preprocess.flow_stride
         grid = (self.frame_size // stride, self.frame_size // stride)
         return cv2.resize(dense, grid, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
 
-    def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0) -> Result:
-        """Segment one RGB uint8 frame [H, W, 3] with the 16 kHz mono audio window that ends at it."""
+    def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,
+                sample_rate: int = SAMPLE_RATE) -> Result:
+        """Segment one RGB uint8 frame [H, W, 3] with the audio window that ends at it.
+
+        ``audio``: what :func:`avss_sdk.media.as_mono` takes (float in [-1, 1] or int16/int32
+        PCM; mono, [N, C] or [C, N]) at ``sample_rate``. Bad input is an ``InputError``
+        (a ``ValueError``) saying what was expected.
+        """
+        self._check_open()
         vocabulary, scene = self._vocabulary, self._scene
         if vocabulary is None:
             raise VocabularyError("no vocabulary set: pass vocab=[...] or call set_vocab([...]) first")
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {image.dtype} {image.shape}")
+        try:
+            image = np.ascontiguousarray(image)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"expected an RGB uint8 frame [H, W, 3]: {error}") from None
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+            raise InputError(f"expected an RGB uint8 frame [H, W, 3] with H, W >= 1, got {image.dtype} {image.shape}")
+        mono = as_mono(audio, sample_rate)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -219,7 +213,7 @@ class Segmenter:
         start = clock
         small = resize_frame(image, self.frame_size)
         current = normalize_image(small)[None]
-        mel = log_mel(np.asarray(audio, np.float32).reshape(-1))[None]
+        mel = log_mel(mono)[None]
         previous, previous_small = self._previous if self._previous is not None else (current, small)
         self._previous = (current, small)
         lap("preprocess")
@@ -244,7 +238,10 @@ class Segmenter:
         return Result(image, timestamp, labels, list(vocabulary.words), objects, timings, index)
 
     def close(self) -> None:
-        self.backend.close()
+        """Release the backend (idempotent); a text-encoder call in progress finishes first."""
+        self._closed.set()
+        with self._text_lock:
+            self.backend.close()
 
     def __enter__(self) -> "Segmenter":
         return self

@@ -17,7 +17,7 @@ with the ``LOG_MEL_SECONDS`` of audio that end at its timestamp, on one clock):
   file's own media clock. Frames are processed as fast as the model runs, every one
   (``realtime=True`` paces them at the file's frame rate instead).
 * ``audio=`` replaces the audio of either:
-  - a microphone index: with a camera it is the same as ``mic=``; with a file the file is
+  - a microphone index (``mic=`` says the same): with a camera it is that microphone; with a file the file is
     *played as if live*: each frame is released at its media time on the monotonic clock
     and stamped with that time, paired with what the microphone heard then, and a frame
     that is already late when the next one is due is dropped like a camera's
@@ -34,8 +34,8 @@ Vocabulary and scene changes while running: ``set_vocab`` checks the words in th
 thread (``segmenter.clean_vocabulary``: empty, not strings, blank, too long, more than the
 engines take: ``VocabularyError`` at once; a duplicate is dropped with a warning), then a
 background worker runs the text encoder (``Segmenter.prepare_vocab``, hundreds of ms when
-the words are new) and the frame loop switches to it (``Segmenter.use``, O(1)) before the
-first frame after it is ready. Frames keep coming with the old words meanwhile. The
+the words are new; ``close()`` cancels it between text-encoder calls) and the frame loop
+switches to it (``Segmenter.use``, O(1)) before the first frame after it is ready. Frames keep coming with the old words meanwhile. The
 returned ``Future`` resolves when the vocabulary is ready; a failure there (one that only
 the text encoder finds) is kept in the future and also issued as a warning, and the
 stream goes on with the previous words.
@@ -52,28 +52,21 @@ import collections
 import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from avss_sdk.errors import AvssError
-from avss_sdk.capture import (
-    AudioSource,
-    CameraError,
-    CameraSource,
-    FileSource,
-    Frame,
-    MicrophoneSource,
-    VideoSource,
-)
+from avss_sdk.capture import AudioSource, CameraSource, FileSource, Frame, MicrophoneSource, VideoSource, check_camera
+from avss_sdk.errors import AvssError, MissingFileError
 from avss_sdk.media import audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.result import Result
-from avss_sdk.segmenter import Segmenter, VocabularyError, clean_vocabulary
+from avss_sdk.segmenter import Segmenter
+from avss_sdk.vocab import check_vocab_size, clean_scene, clean_vocabulary
 
-# How often a wait for a camera frame checks whether the stream was stopped.
+# How often a wait for a frame checks whether the stream was stopped.
 _POLL_SECONDS = 0.1
 # Extra time, beyond the microphone's reported latency, that pairing waits for a frame's audio.
 _AUDIO_WAIT_MARGIN = 0.05
@@ -103,7 +96,8 @@ class _PacedFile:
         self._period = 1.0 / source.fps if source.fps else 0.0
         self._origin: float | None = None  # monotonic time of media time 0
 
-    def read(self) -> Frame | None:
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame at its due time (the wait ends early, with None, when the stream stops)."""
         while (frame := self.source.read()) is not None:
             now = time.monotonic()
             if self._origin is None:
@@ -120,9 +114,11 @@ class _PacedFile:
 class _DubbedAudio:
     """A media file's audio track on the stream's clock: its time 0 is ``origin``.
 
-    On a file's media clock that is 0; on the monotonic clock, the first frame's time
-    (None until the stream sets it).
+    On a file's media clock that is 0; on the monotonic clock, the time of the first window
+    asked for (the first frame's).
     """
+
+    latency = 0.0  # the whole track is decoded at start
 
     def __init__(self, path: str | Path, clock: str) -> None:
         self.path = str(path)
@@ -130,7 +126,9 @@ class _DubbedAudio:
         self.track = read_audio(path)
         self.origin: float | None = 0.0 if clock == "media" else None
 
-    def window(self, end_time: float, seconds: float = LOG_MEL_SECONDS) -> np.ndarray:
+    def window(self, end_time: float, seconds: float = LOG_MEL_SECONDS, timeout: float = 0.0) -> np.ndarray:
+        if self.origin is None:
+            self.origin = end_time
         return audio_window(self.track, end_time - self.origin, seconds=seconds)
 
     def close(self) -> None:
@@ -143,13 +141,15 @@ class Stream:
     ``camera`` is an OpenCV camera index or URL; ``mic`` a sounddevice input device index or
     name (None: the system's default microphone). ``source`` (a file, URL or VideoSource)
     replaces the camera; ``audio`` (a microphone index, a file, or an AudioSource) replaces
-    the audio; see the module docstring for how they pair. ``vocab``, ``scene``,
+    the audio (``mic`` with ``source`` means ``audio=mic``); see the module docstring for how
+    they pair. ``vocab``, ``scene``,
     ``engines``, ``backend`` and ``flow`` go to the ``Segmenter``; pass ``segmenter=`` to
     reuse one already loaded (the stream then sets its vocabulary and scene when given,
     calls its ``reset()``, and leaves it open when it closes). ``every_frame``: queue every
     camera frame (or every frame of a file paced for a microphone) instead of keeping only
     the newest; ``realtime``: pace a file at its frame rate; ``frame_timeout``: seconds
-    without a camera frame before ``CameraError``.
+    without a frame from the camera the stream opens before ``CameraError`` (a source object
+    keeps its own).
 
     Attributes: ``fps`` (results per second over the last 30), ``backend``, ``dropped``
     (frames the source produced that were not segmented, from gaps in ``Frame.index``),
@@ -160,7 +160,7 @@ class Stream:
         self,
         camera: int | str | None = 0,
         mic: int | str | None = None,
-        vocab: Sequence[str] = (),
+        vocab: Sequence[str] | None = None,
         scene: str | None = None,
         engines: str | Path | None = None,
         backend: str = "auto",
@@ -173,6 +173,7 @@ class Stream:
         frame_timeout: float = 10.0,
     ) -> None:
         self._stop = threading.Event()
+        self._cancel = threading.Event()  # set by close(): the vocabulary worker stops between chunks
         self._closed = False
         self._close_lock = threading.Lock()
         self._loop_lock = threading.RLock()  # held while a frame is read and segmented
@@ -180,7 +181,6 @@ class Stream:
         self._worker: ThreadPoolExecutor | None = None
         self._pending: dict[str, object] = {}
         self._pending_lock = threading.Lock()
-        self._frame_timeout = frame_timeout
         self._result_times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
         self._last_index = -1  # Frame.index of the last frame taken; sources count from 0
         self.dropped = 0
@@ -188,21 +188,26 @@ class Stream:
 
         if source is None and camera is None:
             raise StreamError("no video: give camera= (an index or URL) or source= (a file or URL)")
+        if source is None:
+            check_camera(camera)  # before the model loads, and before OpenCV sees it
+        if source is not None and mic is not None:
+            if audio is not None and audio != mic:
+                raise StreamError(f"mic={mic!r} and audio={audio!r} name two different audio sources; give one")
+            audio = mic
         self._owns_segmenter = segmenter is None
+        keep = segmenter is not None and vocab is None and segmenter.vocab  # the segmenter's own words
+        words = None if keep else clean_vocabulary(vocab)  # before the model loads: bad words fail fast
         if segmenter is None:
-            words = clean_vocabulary(vocab)  # before loading the model: a bad vocabulary fails fast
             self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
         else:
             self.segmenter = segmenter
-            if vocab:
-                segmenter.set_vocab(vocab)
-            elif not segmenter.vocab:
-                clean_vocabulary(vocab)  # raises: there are no words at all
+            if words is not None:
+                segmenter.set_vocab(words)
             if scene is not None:
                 segmenter.set_scene(scene)
             segmenter.reset()
         try:
-            self._video, self._audio = self._open(camera, mic, source, audio, every_frame, realtime)
+            self._video, self._audio = self._open(camera, mic, source, audio, every_frame, realtime, frame_timeout)
         except BaseException:
             self._closed = True
             self._close_sources()
@@ -210,9 +215,6 @@ class Stream:
                 self.segmenter.close()
             raise
         self.clock: str = self._video.clock
-        self._audio_wait = (
-            self._audio.latency + _AUDIO_WAIT_MARGIN if isinstance(self._audio, MicrophoneSource) else 0.0
-        )
 
     # --- opening the sources ----------------------------------------------------------
 
@@ -220,15 +222,16 @@ class Stream:
         self._owned.append(source)
         return source
 
-    def _open(self, camera, mic, source, audio, every_frame: bool, realtime: bool) -> tuple:
+    def _open(self, camera, mic, source, audio, every_frame: bool, realtime: bool,
+              frame_timeout: float) -> tuple:
         """The video and audio sources, opened and paired by the rules of the module docstring."""
         microphone = audio if isinstance(audio, int) and not isinstance(audio, bool) else None
         audio_file = audio if isinstance(audio, (str, Path)) else None
         if audio_file is not None and not Path(audio_file).is_file():
-            raise FileNotFoundError(f"audio file not found: {audio_file}")
+            raise MissingFileError(f"audio file not found: {audio_file}")
 
         if source is None:
-            video = self._own(CameraSource(camera, every_frame=every_frame))
+            video = self._own(CameraSource(camera, every_frame=every_frame, frame_timeout=frame_timeout))
         elif isinstance(source, (str, Path)):
             video = self._own(FileSource(source))
         else:
@@ -264,14 +267,13 @@ class Stream:
         (duplicates are dropped with a warning, here too). The returned future resolves to
         the prepared ``Vocabulary``; the first frame segmented after that uses it.
         """
-        words = clean_vocabulary(words, self.segmenter.max_words)
+        words = clean_vocabulary(words)
+        check_vocab_size(words, self.segmenter.max_words)
         return self._submit("vocabulary", self.segmenter.prepare_vocab, words)
 
     def set_scene(self, text: str | None) -> Future:
         """Switch to a new scene description (None: none) the way ``set_vocab`` switches words."""
-        if text is not None and not isinstance(text, str):
-            raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
-        return self._submit("scene", self.segmenter.prepare_scene, text)
+        return self._submit("scene", self.segmenter.prepare_scene, clean_scene(text))
 
     def _submit(self, kind: str, prepare: Callable, argument) -> Future:
         """Run ``prepare(argument)`` on the worker; its result becomes the pending ``kind``."""
@@ -279,7 +281,7 @@ class Stream:
             raise StreamError("the stream is closed")
 
         def job():
-            prepared = prepare(argument)
+            prepared = prepare(argument, cancel=self._cancel)
             with self._pending_lock:
                 self._pending[kind] = prepared  # a later request, finished later, replaces it
             return prepared
@@ -325,27 +327,22 @@ class Stream:
     # --- the frame loop -------------------------------------------------------------------
 
     def _read_frame(self) -> Frame | None:
-        """The next frame, or None once the source ended or the stream was stopped."""
-        if not isinstance(self._video, CameraSource):
-            return None if self._stop.is_set() else self._video.read()
-        deadline = time.monotonic() + self._frame_timeout
+        """The next frame, or None once the source ended or the stream was stopped.
+
+        The source raises its own error when it has stalled for good (its own timeout).
+        """
         while not self._stop.is_set():
             try:
                 return self._video.read(timeout=_POLL_SECONDS)
             except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise CameraError(
-                        f"camera {self._video.source!r} delivered no frame in {self._frame_timeout} s"
-                    ) from None
+                continue
         return None
 
     def _audio_for(self, frame: Frame) -> np.ndarray:
-        """The audio that ends at the frame's timestamp (waiting up to the microphone's latency for it)."""
-        if isinstance(self._audio, _DubbedAudio) and self._audio.origin is None:
-            self._audio.origin = frame.timestamp
-        if self._audio_wait:
-            return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS, timeout=self._audio_wait)
-        return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS)
+        """The audio that ends at the frame's timestamp (waiting up to the source's latency for it)."""
+        latency = self._audio.latency
+        wait = latency + _AUDIO_WAIT_MARGIN if latency > 0 else 0.0
+        return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS, timeout=wait)
 
     def _step(self, segment: bool) -> Result | tuple[Frame, np.ndarray]:
         """One frame: read, pair with audio, and (``segment``) segment it; StopIteration at the end."""
@@ -403,6 +400,7 @@ class Stream:
 
     def _release(self, wait: bool) -> None:
         self._stop.set()
+        self._cancel.set()
         with self._close_lock:
             if self._closed:
                 return
@@ -435,7 +433,7 @@ def _warn_on_failure(kind: str, argument) -> Callable[[Future], None]:
     """A done-callback that warns when preparing a vocabulary or scene failed (the stream keeps the old one)."""
 
     def callback(future: Future) -> None:
-        if not future.cancelled() and future.exception() is not None:
+        if not future.cancelled() and not isinstance(future.exception(), (CancelledError, type(None))):
             warnings.warn(f"{kind} {argument!r} could not be prepared, keeping the previous one: {future.exception()}")
 
     return callback

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from avss_sdk.errors import AvssError
+from avss_sdk.errors import AvssError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ClipTokenizer:
         """Load ``path``; FileNotFoundError if it is missing, TokenizerFileError if it is not a valid CLIP tokenizer."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"tokenizer file not found: {path} (write it with: python export/tokenizer_json.py --out {path})"
             )
         try:

@@ -7,6 +7,8 @@ import zlib
 import cv2
 import numpy as np
 
+from avss_sdk.errors import InputError
+
 
 def class_color(name: str) -> tuple[int, int, int]:
     """A bright RGB colour derived from the class name, so it is stable across runs and vocabularies."""
@@ -23,7 +25,7 @@ def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha
     readable under the tint.
     """
     if frame.shape[:2] != labels.shape:
-        raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
+        raise InputError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
     out = frame.astype(np.float32)
     present = [i for i in np.unique(labels) if 0 < i < len(class_names)]
     for index in present:

@@ -48,7 +48,8 @@ from avss_sdk.modeling.flow import FLOW_STRIDE
 from avss_sdk.modeling.ssp_ov import SSPOV, ModelConfig, load_model, resolve_checkpoint
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.preprocess import IMAGE_MEAN, IMAGE_STD, LOG_MEL_SAMPLES, MEL_BANDS, MEL_FRAMES
-from avss_sdk.runtime.manifest import Manifest, StageEntry, TensorSpec, file_hash
+from avss_sdk.runtime.manifest import (Manifest, ModelInfo, Postprocess, Preprocess, StageEntry, TensorSpec, TextSection,
+                                       file_hash)
 from avss_sdk.vocab import CATEGORY_TEMPLATES, SCENE_TEMPLATE
 
 OPSET = 18
@@ -327,21 +328,19 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
     no_scene = torch.nn.functional.normalize(text.no_scene.detach(), dim=0)
     manifest = Manifest(
         root=out_dir,
-        model={"name": "ssp_ov", "hash": file_hash(checkpoint),
-               "checkpoint": Path(os.path.relpath(checkpoint.resolve(), out_dir.resolve())).as_posix(),
-               "config": payload["config"]},
+        model=ModelInfo("ssp_ov", file_hash(checkpoint),
+                        Path(os.path.relpath(checkpoint.resolve(), out_dir.resolve())).as_posix(), payload["config"]),
         precision=precision, max_vocab=max_vocab,
-        preprocess={"image_size": model.config.image_size, "image_mean": list(IMAGE_MEAN),
-                    "image_std": list(IMAGE_STD), "sample_rate": SAMPLE_RATE, "mel_bands": MEL_BANDS,
-                    "mel_frames": MEL_FRAMES, "log_mel_samples": LOG_MEL_SAMPLES, "flow_stride": FLOW_STRIDE},
-        postprocess={"foreground_threshold": float(payload.get("foreground_threshold", FOREGROUND_THRESHOLD))},
-        text={"tokenizer": "tokenizer.json", "context_length": text.context_length, "embed_dim": text.embed_dim,
-              "category_templates": list(CATEGORY_TEMPLATES), "scene_template": SCENE_TEMPLATE,
-              "no_scene_embedding": [round(float(x), 7) for x in no_scene]},
+        preprocess=Preprocess(model.config.image_size, FLOW_STRIDE, IMAGE_MEAN, IMAGE_STD, SAMPLE_RATE, MEL_BANDS,
+                              MEL_FRAMES, LOG_MEL_SAMPLES),
+        postprocess=Postprocess(float(payload.get("foreground_threshold", FOREGROUND_THRESHOLD))),
+        text=TextSection("tokenizer.json", text.context_length, text.embed_dim, tuple(CATEGORY_TEMPLATES),
+                         SCENE_TEMPLATE, tuple(round(float(x), 7) for x in no_scene)),
         stages=stages,
         engines={"built": False, "reason": "ONNX export only"},
     )
-    manifest.save()
+    manifest.check_stages()
+    manifest.save()  # records each ONNX file's sha256
     return manifest
 
 

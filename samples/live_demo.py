@@ -28,6 +28,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avss_sdk.capture import CameraError, CaptureError, available_cameras
+from avss_sdk.errors import AvssError
 from avss_sdk.stream import Stream
 from avss_sdk.viz import caption
 
@@ -62,7 +63,9 @@ def can_show_windows() -> str | None:
 
 def open_stream(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Stream:
     """The stream the arguments ask for; the demo clip when no camera is there and none was named."""
-    source, words, scene = args.source, parse_words(args.vocab) if args.vocab else None, args.scene
+    source, words, scene = args.source, parse_words(args.vocab) if args.vocab is not None else None, args.scene
+    if words == []:
+        parser.error(f'--vocab {args.vocab!r} holds no words; give comma-separated words, e.g. --vocab "dog, guitar"')
     common = dict(engines=args.engines, backend=args.backend, flow=args.flow, realtime=not args.headless)
     if source is None:
         if words or args.camera_given:
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stream = open_stream(args, parser)
-    except (CaptureError, FileNotFoundError, ValueError) as error:  # cameras, files, words, models
+    except (AvssError, OSError, ValueError) as error:  # cameras, files, words, models, backends
         print(f"error: {error}", file=sys.stderr)
         return 2
     writer, first, count, image = None, None, 0, None

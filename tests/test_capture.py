@@ -32,7 +32,7 @@ from avss_sdk.capture import (
     MicrophoneError,
     MicrophoneSource,
     VideoSource,
-    _AudioRing,
+    AudioRing,
 )
 from avss_sdk.media import SAMPLE_RATE, WINDOW_SECONDS, audio_window, read_audio
 from virtual_mic import play, virtual_mic  # noqa: F401  (the fixture)
@@ -347,7 +347,7 @@ def test_two_thousand_frames_memory_flat_every_thread_ends(long_clip):
 
 
 def test_the_audio_ring_keeps_sample_times_across_gaps_and_wraparound():
-    ring = _AudioRing(seconds=2.0, sample_rate=100)
+    ring = AudioRing(seconds=2.0, sample_rate=100)
     assert not ring.window(5.0, seconds=0.5).any()  # nothing captured yet: silence
     ring.write(np.arange(1, 51, dtype=np.float32), start_time=10.0)  # samples 1..50 at 10.00..10.49
     assert np.array_equal(ring.window(10.5, 0.5), np.arange(1, 51))
@@ -364,7 +364,7 @@ def test_the_audio_ring_keeps_sample_times_across_gaps_and_wraparound():
 def test_the_audio_ring_follows_a_drifting_clock_through_jitter():
     """Blocks stamped by a clock 0.1 % fast, with +-0.5 ms jitter: times stay within a millisecond."""
     rng = np.random.default_rng(1)
-    ring = _AudioRing(seconds=4.0, sample_rate=SAMPLE_RATE)
+    ring = AudioRing(seconds=4.0, sample_rate=SAMPLE_RATE)
     for k in range(1000):  # 10 s of 10 ms blocks
         block = np.zeros(160, np.float32)
         block[0] = 1.0 if k == 900 else 0.0  # a click, captured at 100 + 9.009 s

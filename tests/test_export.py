@@ -100,9 +100,9 @@ def test_manifest_describes_dynamic_axes_and_preprocessing(exported):
     assert vta["class_embeddings"] == ("vocab", 128)
     assert manifest.stages["mask_decoder"].outputs[0].shape == ("batch", "vocab + 1", 24, 24)
     assert manifest.stages["text_encoder"].inputs[0].dtype == "int64"
-    assert manifest.preprocess["image_size"] == 192 and manifest.preprocess["log_mel_samples"] == 15600
-    assert manifest.postprocess["foreground_threshold"] == pytest.approx(0.3)
-    assert len(manifest.text["no_scene_embedding"]) == manifest.text["embed_dim"]
+    assert manifest.preprocess.image_size == 192 and manifest.preprocess.log_mel_samples == 15600
+    assert manifest.postprocess.foreground_threshold == pytest.approx(0.3)
+    assert len(manifest.text.no_scene_embedding) == manifest.text.embed_dim
 
 
 def test_plugin_variants_have_one_plugin_node_per_attention(exported):
@@ -155,7 +155,7 @@ def test_shipped_default_export_matches_the_shipped_checkpoint():
     assert manifest.model_hash == file_hash(DEFAULT_CHECKPOINT), (
         "avss_sdk/models/default is stale: python export/build_engines.py --checkpoint default "
         "--out avss_sdk/models/default --onnx-only --no-fp16-onnx")
-    assert manifest.path(manifest.model["checkpoint"]).resolve() == DEFAULT_CHECKPOINT.resolve()
+    assert manifest.path(manifest.model.checkpoint).resolve() == DEFAULT_CHECKPOINT.resolve()
 
 
 def test_manifest_errors_are_clear(tmp_path):

@@ -108,23 +108,32 @@ def test_dis_flow_follows_the_learned_stages_convention(cache):
     assert segmenter.segment(current, silence).labels.shape == (192, 192)
 
 
-def test_text_cache_persists_and_survives_a_corrupt_file(tmp_path):
-    calls = []
+def unit_vectors(prompts: list[str]) -> np.ndarray:
+    """A unit vector per prompt whose first component encodes the prompt's length."""
+    first = np.array([len(p) / 100 for p in prompts], np.float32)
+    return np.stack([first, np.sqrt(1 - first**2), np.zeros_like(first), np.zeros_like(first)], axis=1)
+
+
+def test_text_cache_persists_and_rebuilds_a_corrupt_file(tmp_path):
+    calls, messages = [], []
 
     def encode(prompts):
         calls.append(list(prompts))
-        return np.stack([np.full(4, len(p), np.float32) for p in prompts])
+        return unit_vectors(prompts)
 
     first = TextEmbeddingCache("abc", 4, tmp_path)
-    np.testing.assert_array_equal(first.embed(["a dog", "a cat"], encode)[:, 0], [5, 5])
+    np.testing.assert_allclose(first.embed(["a dog", "a cat"], encode)[:, 0], [0.05, 0.05])
     second = TextEmbeddingCache("abc", 4, tmp_path)  # a new process: from disk
     second.embed(["a cat", "a dog", "a tuba"], encode)
     assert calls == [["a cat", "a dog"], ["a tuba"]]
-    assert TextEmbeddingCache("other-model", 4, tmp_path).embed(["a dog"], encode).shape == (1, 4)
+    assert TextEmbeddingCache("0bee", 4, tmp_path).embed(["a dog"], encode).shape == (1, 4)
     assert len(calls) == 3  # another model hash never shares embeddings
     first.path.write_bytes(b"this is not sqlite" * 100)
-    third = TextEmbeddingCache("abc", 4, tmp_path)
-    assert third.embed(["a dog"], encode).shape == (1, 4) and third.disk_error is not None
+    third = TextEmbeddingCache("abc", 4, tmp_path, log=messages.append)
+    assert third.embed(["a dog"], encode).shape == (1, 4) and third.disk_error is None
+    assert len(messages) == 1 and "rebuilt" in messages[0]
+    assert TextEmbeddingCache("abc", 4, tmp_path, log=messages.append).embed(["a dog"], encode).shape == (1, 4)
+    assert len(messages) == 1 and len(calls) == 4  # the rebuilt file holds what was computed after
 
 
 def test_vocabulary_switch_uses_the_cache_and_changes_the_words(cache):
@@ -132,12 +141,12 @@ def test_vocabulary_switch_uses_the_cache_and_changes_the_words(cache):
     before = segmenter.prepare_vocab(["dog", "guitar"])
     encoded = []
     original = segmenter._encode_text
-    segmenter._encode_text = lambda prompts: (encoded.append(prompts), original(prompts))[1]
+    segmenter._encode_text = lambda prompts, cancel=None: (encoded.append(prompts), original(prompts))[1]
     segmenter.set_vocab(["guitar", "dog"])
     assert encoded == [] and segmenter.vocab == ["guitar", "dog"]
     np.testing.assert_allclose(segmenter.prepare_vocab(["guitar", "dog"]).embeddings, before.embeddings[::-1])
     segmenter.set_vocab(["tuba"])
-    assert len(encoded) == 1 and len(encoded[0]) == len(segmenter.manifest.text["category_templates"])
+    assert len(encoded) == 1 and len(encoded[0]) == len(segmenter.manifest.text.category_templates)
 
 
 def test_vocabulary_rules(cache):

@@ -306,7 +306,7 @@ def test_vocabulary_errors_raise_in_the_caller_at_once(segmenter):
             (["dog", 3], "not a string"),
             (["dog", "  "], "blank"),
             (["dog", "x" * 201], "characters long"),
-            (None, "list of words"),
+            (None, "no vocabulary"),
         ]:
             with pytest.raises(VocabularyError, match=message):
                 stream.set_vocab(bad)

@@ -21,8 +21,12 @@ from avss_sdk.runtime.manifest import (
     EngineEntry,
     Manifest,
     ManifestError,
+    ModelInfo,
+    Postprocess,
+    Preprocess,
     StageEntry,
     TensorSpec,
+    TextSection,
     engine_key,
     file_hash,
 )
@@ -244,7 +248,8 @@ def _manifest(root: Path) -> Manifest:
         stages[name] = StageEntry(name, {"fp32": f"onnx/{name}.fp32.onnx"},
                                   [TensorSpec("x", ("vocab", 8), "float32")],
                                   [TensorSpec("y", ("vocab", 4), "float32")])
-    manifest = Manifest(root, {"name": "tiny", "hash": "0" * 16, "config": {}}, "fp16", 32, {}, {}, {}, stages)
+    manifest = Manifest(root, ModelInfo("tiny", "0" * 16), "fp16", 32, Preprocess(64, 8), Postprocess(0.5),
+                        TextSection("tokenizer.json", 77, 4, ("{}",), "{}", (0.5,) * 4), stages)
     manifest.save()
     return manifest
 

@@ -77,10 +77,14 @@ def test_killed_run_resumes_to_the_same_weights(synth, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     step_at_kill = read_checkpoint(killed / "last.pt")["step"]
     assert 2 <= step_at_kill < 12
+    orphan = killed / ".last.pt.4194305.tmp"  # what a kill mid-write leaves (no such process)
+    orphan.write_bytes(b"half a checkpoint")
 
     resumed = _run(_train_args(synth, killed, 12, *extra))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {killed} from step {step_at_kill}" in resumed.stdout
+    assert not list(killed.glob(".*.tmp"))
+    assert [r["step"] for r in _log(killed)] == list(range(1, 13))  # replayed steps logged once
     a = read_checkpoint(straight / "model.pt")["model"]
     b = read_checkpoint(killed / "model.pt")["model"]
     for name in a:

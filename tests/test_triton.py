@@ -16,7 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from avss_sdk.runtime.manifest import EngineEntry, Manifest, StageEntry, TensorSpec
+from avss_sdk.runtime.manifest import (EngineEntry, Manifest, ModelInfo, Postprocess, Preprocess, StageEntry, TensorSpec,
+                                       TextSection)
 from avss_sdk.runtime.tensorrt_backend import write_engine
 from export.triton_repository import ENSEMBLE_NAME, TritonExportError, write_triton_repository
 
@@ -119,7 +120,8 @@ def manifest(tmp_path) -> Manifest:
     stages = _stages()
     for stage in stages.values():
         _onnx_for(stage, root / stage.onnx["fp32"])
-    result = Manifest(root, {"name": "tiny", "hash": "0" * 16, "config": {}}, "fp32", 16, {}, {}, {}, stages)
+    result = Manifest(root, ModelInfo("tiny", "0" * 16), "fp32", 16, Preprocess(64, 8), Postprocess(0.5),
+                      TextSection("tokenizer.json", 77, 16, ("{}",), "{}", (0.25,) * 16), stages)
     result.save()
     return Manifest.load(root)
 

@@ -8,6 +8,7 @@ With several GPUs: ``torchrun --nproc_per_node N train/train.py --config ...``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -37,9 +38,25 @@ def load_config(path: str | None, overrides: list[str], out: str | None = None) 
     if out is not None:
         values["out"] = out
     try:
-        return TrainConfig.from_dict(values)
+        config = TrainConfig.from_dict(values)
+        check_types(config)
     except (TypeError, ValueError) as error:
         raise SystemExit(f"bad config: {error}") from None
+    return config
+
+
+def check_types(config: object, prefix: str = "") -> None:
+    """ValueError naming the key when a value's type differs from its default's (``optim.steps=abc``)."""
+    for field in dataclasses.fields(config):
+        value, default = getattr(config, field.name), field.default
+        if dataclasses.is_dataclass(value):
+            check_types(value, f"{prefix}{field.name}.")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{prefix}{field.name} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{prefix}{field.name} must be a whole number, got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,14 +162,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
                               f"this avss_sdk reads version {CHECKPOINT_VERSION}")
+    model = payload.get("model")
+    if not isinstance(payload.get("config"), dict) or not isinstance(model, dict) \
+            or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path} is damaged: it needs a 'config' mapping and a 'model' state dict of tensors")
     return payload
 
 
 def load_model(path: str | os.PathLike, **overrides: Any) -> tuple[SSPOV, dict[str, Any]]:
     """(model in eval mode with the checkpoint's weights in float32, the checkpoint payload)."""
     payload = read_checkpoint(path)
-    config = ModelConfig.from_dict({**payload["config"], "pretrained_backbone": False, **overrides})
-    model = build_model(config)
+    try:
+        config = ModelConfig.from_dict({**payload["config"], "pretrained_backbone": False, **overrides})
+        model = build_model(config)
+    except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: torch refused a size
+        raise CheckpointError(f"{path} holds a model config this code cannot build: {error}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:

@@ -20,11 +20,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from avss_sdk.errors import AvssError
-from avss_sdk.runtime.manifest import Manifest, ManifestError, file_hash
+from avss_sdk.errors import AvssError, InputError
+from avss_sdk.runtime.manifest import Manifest, ManifestError, TensorSpec, check_onnx_file, file_hash
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
+             "int32": "tensor(int32)", "bool": "tensor(bool)"}
 
 
 def log_to_stderr(message: str) -> None:
@@ -48,6 +50,11 @@ class Backend(Protocol):
 class OnnxRuntimeBackend:
     """One ONNX Runtime session per stage; ``precision`` picks the manifest's fp32 or fp16 files.
 
+    Each file is checked before it runs: its sha256 against the manifest (hashed once per
+    file version, remembered in ``cache_dir``), and its inputs and outputs (names, ranks,
+    fixed sizes, types) against the stage's entry, so a file changed or swapped for another
+    stage's is a :class:`ManifestError` naming it at load, not a wrong answer later.
+
     On a GPU execution provider, runs go through I/O binding: tensors that one stage hands
     to another (features, flow, the audio embedding) stay on the GPU as ``OrtValue``s and
     only the final outputs are copied back. ``bind_io`` forces it on or off (on a CPU it
@@ -57,7 +64,10 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, manifest: Manifest, precision: str = "fp32", providers: list[str] | None = None,
-                 threads: int | None = None, bind_io: bool | None = None) -> None:
+                 threads: int | None = None, bind_io: bool | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        from avss_sdk.runtime.text_cache import default_cache_dir
+
         try:
             import onnxruntime as ort
         except ImportError as error:
@@ -74,12 +84,15 @@ class OnnxRuntimeBackend:
         # threads that spin between runs would take those cores away on a small CPU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
-        for stage in manifest.stages:
-            path = manifest.onnx_path(stage, precision)
+        for stage, entry in manifest.stages.items():
+            path = check_onnx_file(manifest, stage, precision, cache_dir or default_cache_dir())
             try:
-                self.sessions[stage] = ort.InferenceSession(str(path), options, providers=chosen)
+                session = ort.InferenceSession(str(path), options, providers=chosen)
             except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
                 raise ManifestError(f"{path} is not a loadable ONNX model ({error})") from error
+            _check_session(path, "inputs", session.get_inputs(), entry.inputs)
+            _check_session(path, "outputs", session.get_outputs(), entry.outputs)
+            self.sessions[stage] = session
         self.providers = self.sessions["flow"].get_providers()
         on_gpu = self.providers[0] != "CPUExecutionProvider"
         self.bind_io = on_gpu if bind_io is None else bind_io
@@ -110,6 +123,20 @@ class OnnxRuntimeBackend:
         self.sessions.clear()
 
 
+def _check_session(path: Path, kind: str, found: list, specs: list[TensorSpec]) -> None:
+    """ManifestError unless an ONNX file's inputs or outputs are the stage's (names, ranks, fixed sizes, types)."""
+    described = [(t.name, t.type, list(t.shape)) for t in found]
+    if [t.name for t in found] != [s.name for s in specs]:
+        raise ManifestError(f"{path} has {kind} {[t.name for t in found]}; its stage expects {[s.name for s in specs]} "
+                            f"(is it another stage's file?)")
+    for (name, onnx_type, shape), spec in zip(described, specs):
+        fixed_differs = len(shape) != len(spec.shape) or any(
+            isinstance(want, int) and got != want for got, want in zip(shape, spec.shape))
+        if fixed_differs or onnx_type != ORT_TYPES[spec.dtype]:
+            raise ManifestError(f"{path}: {name!r} is {onnx_type} {shape}; its stage expects {spec.dtype} "
+                                f"{list(spec.shape)} (is it another stage's file?)")
+
+
 class TorchBackend:
     """The checkpoint the manifest was exported from, run by its PyTorch modules (the reference)."""
 
@@ -123,7 +150,7 @@ class TorchBackend:
                                "avss_sdk[train]); the onnxruntime backend does not") from error
         from avss_sdk.modeling.ssp_ov import load_model
 
-        checkpoint = manifest.path(manifest.model.get("checkpoint", ""))
+        checkpoint = manifest.path(manifest.model.checkpoint or "")
         if not checkpoint.is_file():
             raise BackendError(f"the torch backend needs the checkpoint this export came from; "
                                f"{checkpoint} is missing")
@@ -190,14 +217,18 @@ class TensorRTBackend:
 
 def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.PathLike | None = None,
                  threads: int | None = None, log: Callable[[str], None] = log_to_stderr) -> Backend:
-    """The backend named ``backend``, or with ``"auto"`` the first of tensorrt, onnxruntime, torch that works."""
+    """The backend named ``backend``, or with ``"auto"`` the first of tensorrt, onnxruntime, torch that loads.
+
+    With ``"auto"`` any SDK error while loading one (a missing package, no GPU, a file that
+    fails its checks) moves on to the next, and the reasons are logged with the one chosen.
+    """
     from avss_sdk.runtime.text_cache import default_cache_dir
 
     if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
     makers: dict[str, Callable[[], Backend]] = {
         "tensorrt": lambda: TensorRTBackend(manifest, cache_dir or default_cache_dir(), log),
-        "onnxruntime": lambda: OnnxRuntimeBackend(manifest, threads=threads),
+        "onnxruntime": lambda: OnnxRuntimeBackend(manifest, threads=threads, cache_dir=cache_dir),
         "torch": lambda: TorchBackend(manifest, threads=threads),
     }
     if backend != "auto":
@@ -206,7 +237,7 @@ def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.
     for name in BACKENDS:
         try:
             chosen = makers[name]()
-        except BackendError as error:
+        except AvssError as error:
             reasons.append(f"{name}: {error}")
             continue
         skipped = f" (skipped {'; '.join(reasons)})" if reasons else ""

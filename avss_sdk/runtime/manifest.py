@@ -8,30 +8,45 @@ package ships one for its default model in ``avss_sdk/models/default``).
 
 Layout (``format`` "avss_sdk.manifest", ``version`` 1)::
 
-    model:        name, hash (sha256 of the checkpoint file), config (the ModelConfig dict)
+    model:        name, hash (hex digits of the checkpoint's sha256: also a cache file name),
+                  checkpoint (relative path, or null), config (the ModelConfig dict)
     precision:    the precision engines were asked for ("fp16" or "fp32")
     max_vocab:    the largest vocabulary the engines' profiles accept
     preprocess:   image_size, image_mean, image_std, sample_rate, mel_* parameters, flow_stride
     postprocess:  foreground_threshold
     text:         tokenizer, context_length, embed_dim, category_templates, scene_template,
                   no_scene_embedding (the learned embedding used when no scene text is given)
-    stages:       per stage: onnx {precision: file}, inputs and outputs [{name, shape, dtype}]
+    stages:       per stage: onnx {precision: file}, sha256 {precision: sha256 of that file},
+                  inputs and outputs [{name, shape, dtype}]
                   (a shape entry is an int or the name of a dynamic axis: "batch", "vocab",
                   "prompts"), engine (null, or file, precision, tensorrt_version,
                   compute_capability, profile, key)
     engines:      built (bool) and reason (why not, when not)
+
+Every section is typed and checked when the manifest is made or loaded (a hex model hash,
+positive sizes, preprocessing equal to this runtime's, ``str.format``-safe templates, a
+sha256 for every ONNX file); :meth:`Manifest.check_stages`, which the segmenter calls at
+load, checks the stages' tensors against what the runtime feeds (names, shapes from the
+preprocess and text sections, one shape for a tensor handed from stage to stage). A
+mismatch is a :class:`ManifestError` at load, never a wrong answer or a failure at the
+first frame. :func:`check_onnx_file` checks an ONNX file's sha256
+before a backend loads it, once per file version (remembered in the cache directory).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avss_sdk.errors import AvssError
+from avss_sdk.media import SAMPLE_RATE
+from avss_sdk.preprocess import IMAGE_MEAN, IMAGE_STD, LOG_MEL_SAMPLES, MEL_BANDS, MEL_FRAMES
 
 MANIFEST_FORMAT = "avss_sdk.manifest"
 MANIFEST_VERSION = 1
@@ -39,6 +54,18 @@ MANIFEST_NAME = "manifest.json"
 STAGE_NAMES = ("flow", "image_encoder", "audio_encoder", "text_encoder", "vta", "mask_decoder")
 PRECISIONS = ("fp32", "fp16")
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
+# The tensors the runtime feeds and reads, stage by stage: an export must name them so.
+STAGE_IO = {
+    "flow": (("previous", "current"), ("flow",)),
+    "image_encoder": (("image",), ("mask_features", "dense_embedding")),
+    "audio_encoder": (("log_mel",), ("audio_embedding",)),
+    "text_encoder": (("token_ids",), ("text_embedding",)),
+    "vta": (("mask_features", "class_embeddings", "scene_embedding"), ("aligned_features",)),
+    "mask_decoder": (("aligned_features", "dense_embedding", "flow", "audio_embedding", "class_embeddings"),
+                     ("pixel_logits", "masks", "class_logits", "sounding")),
+}
+MODEL_HASH = re.compile(r"[0-9a-f]{8,64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(AvssError, ValueError):
@@ -57,7 +84,161 @@ class TensorSpec:
     def from_dict(cls, values: dict[str, Any]) -> "TensorSpec":
         if values.get("dtype") not in DTYPES:
             raise ManifestError(f"tensor {values.get('name')!r} has unknown dtype {values.get('dtype')!r}")
-        return cls(str(values["name"]), tuple(values["shape"]), str(values["dtype"]))
+        shape = values["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, str) or _positive_int(d) for d in shape):
+            raise ManifestError(f"tensor {values.get('name')!r} has shape {shape!r}: expected a list of "
+                                f"positive ints and dynamic axis names")
+        return cls(_string(values["name"], "tensor name"), tuple(shape), str(values["dtype"]))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _int(value: Any, what: str) -> int:
+    if not _positive_int(value):
+        raise ManifestError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ManifestError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ManifestError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _template(value: Any, what: str) -> str:
+    """A prompt template: a string with exactly one ``{}`` and no other braces (``str.format`` safe)."""
+    value = _string(value, what)
+    if value.count("{}") != 1 or "{" in value.replace("{}", "") or "}" in value.replace("{}", ""):
+        raise ManifestError(f"{what} must hold exactly one '{{}}' and no other braces, got {value!r}")
+    return value
+
+
+def _section(values: dict[str, Any], name: str) -> dict[str, Any]:
+    section = values.get(name)
+    if not isinstance(section, dict):
+        raise ManifestError(f"section {name!r} is missing or not a mapping")
+    return section
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model: its name, ``hash`` (hex: a cache file name), checkpoint (relative path) and config."""
+
+    name: str
+    hash: str
+    checkpoint: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hash, str) or not MODEL_HASH.fullmatch(self.hash):
+            raise ManifestError(f"model.hash must be 8 to 64 lowercase hex digits, got {self.hash!r}")
+        if self.checkpoint is not None:
+            _string(self.checkpoint, "model.checkpoint")
+        if not isinstance(self.config, dict):
+            raise ManifestError(f"model.config must be a mapping, got {type(self.config).__name__}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelInfo":
+        return cls(_string(values.get("name"), "model.name"), values.get("hash"), values.get("checkpoint"),
+                   values.get("config", {}))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What a frame and its audio become before the first stage; all but the sizes must match this runtime."""
+
+    image_size: int
+    flow_stride: int
+    image_mean: tuple[float, ...] = IMAGE_MEAN
+    image_std: tuple[float, ...] = IMAGE_STD
+    sample_rate: int = SAMPLE_RATE
+    mel_bands: int = MEL_BANDS
+    mel_frames: int = MEL_FRAMES
+    log_mel_samples: int = LOG_MEL_SAMPLES
+
+    def __post_init__(self) -> None:
+        _int(self.image_size, "preprocess.image_size")
+        _int(self.flow_stride, "preprocess.flow_stride")
+        if self.image_size % self.flow_stride:
+            raise ManifestError(f"preprocess.image_size {self.image_size} is not a multiple of "
+                                f"preprocess.flow_stride {self.flow_stride}")
+        runtime = {"image_mean": IMAGE_MEAN, "image_std": IMAGE_STD, "sample_rate": SAMPLE_RATE,
+                   "mel_bands": MEL_BANDS, "mel_frames": MEL_FRAMES, "log_mel_samples": LOG_MEL_SAMPLES}
+        for key, expected in runtime.items():
+            value = getattr(self, key)
+            if isinstance(expected, tuple):
+                value = tuple(_number(v, f"preprocess.{key}") for v in value) \
+                    if isinstance(value, (list, tuple)) else value
+            if value != expected:
+                raise ManifestError(f"preprocess.{key} is {getattr(self, key)!r}, but this runtime prepares "
+                                    f"inputs with {expected!r}: the model was exported for other preprocessing")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Preprocess":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ManifestError(f"preprocess has unknown keys {unknown}")
+        if "image_size" not in values or "flow_stride" not in values:
+            raise ManifestError("preprocess needs image_size and flow_stride")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """The label decision: a pixel is an object where its foreground probability reaches the threshold."""
+
+    foreground_threshold: float
+
+    def __post_init__(self) -> None:
+        value = _number(self.foreground_threshold, "postprocess.foreground_threshold")
+        if not 0.0 <= value <= 1.0:
+            raise ManifestError(f"postprocess.foreground_threshold must be in [0, 1], got {value}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Postprocess":
+        return cls(values.get("foreground_threshold"))
+
+
+@dataclass(frozen=True)
+class TextSection:
+    """The text side: tokenizer file, token length, embedding size, prompt templates, "no scene" embedding."""
+
+    tokenizer: str
+    context_length: int
+    embed_dim: int
+    category_templates: tuple[str, ...]
+    scene_template: str
+    no_scene_embedding: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        _string(self.tokenizer, "text.tokenizer")
+        _int(self.context_length, "text.context_length")
+        _int(self.embed_dim, "text.embed_dim")
+        if not isinstance(self.category_templates, tuple) or not self.category_templates:
+            raise ManifestError("text.category_templates must be a non-empty list of templates")
+        for i, template in enumerate(self.category_templates):
+            _template(template, f"text.category_templates[{i}]")
+        _template(self.scene_template, "text.scene_template")
+        if not isinstance(self.no_scene_embedding, tuple) or len(self.no_scene_embedding) != self.embed_dim:
+            raise ManifestError(f"text.no_scene_embedding must be {self.embed_dim} numbers (text.embed_dim)")
+        for value in self.no_scene_embedding:
+            _number(value, "text.no_scene_embedding")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TextSection":
+        templates, embedding = values.get("category_templates"), values.get("no_scene_embedding")
+        return cls(values.get("tokenizer"), values.get("context_length"), values.get("embed_dim"),
+                   tuple(templates) if isinstance(templates, list) else templates, values.get("scene_template"),
+                   tuple(embedding) if isinstance(embedding, list) else embedding)
 
 
 @dataclass
@@ -74,19 +255,28 @@ class EngineEntry:
 
 @dataclass
 class StageEntry:
+    """One stage: its ONNX files by precision (with their sha256), its tensors, and its engine."""
+
     name: str
     onnx: dict[str, str]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     engine: EngineEntry | None = None
+    sha256: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, name: str, values: dict[str, Any]) -> "StageEntry":
         engine = values.get("engine")
-        return cls(name, dict(values["onnx"]),
+        onnx, sha256 = dict(values["onnx"]), dict(values.get("sha256") or {})
+        for key, file in onnx.items():
+            _string(file, f"stage {name!r} onnx {key!r}")
+            if not isinstance(sha256.get(key), str) or not SHA256.fullmatch(sha256[key]):
+                raise ManifestError(f"stage {name!r} records no sha256 for its {key} ONNX file {file} "
+                                    f"(re-export with export/build_engines.py)")
+        return cls(name, onnx,
                    [TensorSpec.from_dict(t) for t in values["inputs"]],
                    [TensorSpec.from_dict(t) for t in values["outputs"]],
-                   EngineEntry(**engine) if engine else None)
+                   EngineEntry(**engine) if engine else None, sha256)
 
 
 @dataclass
@@ -94,18 +284,59 @@ class Manifest:
     """A loaded manifest; :meth:`path` resolves its relative file names."""
 
     root: Path
-    model: dict[str, Any]
+    model: ModelInfo
     precision: str
     max_vocab: int
-    preprocess: dict[str, Any]
-    postprocess: dict[str, Any]
-    text: dict[str, Any]
+    preprocess: Preprocess
+    postprocess: Postprocess
+    text: TextSection
     stages: dict[str, StageEntry]
     engines: dict[str, Any] = field(default_factory=lambda: {"built": False, "reason": "not built"})
 
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ManifestError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _int(self.max_vocab, "max_vocab")
+        missing = [name for name in STAGE_NAMES if name not in self.stages]
+        if missing:
+            raise ManifestError(f"stages {missing} are missing")
+
     @property
     def model_hash(self) -> str:
-        return str(self.model["hash"])
+        return self.model.hash
+
+    def check_stages(self) -> None:
+        """ManifestError unless the stages' tensors are those this runtime feeds and reads.
+
+        Names as the segmenter uses them, shapes from the preprocess and text sections, and
+        every tensor one stage hands to another of one shape and dtype in both.
+        """
+        size, stride = self.preprocess.image_size, self.preprocess.flow_stride
+        grid = size // stride
+        expected = {  # name: shape; None where any size is fine
+            "previous": ("batch", 3, size, size), "current": ("batch", 3, size, size),
+            "image": ("batch", 3, size, size), "flow": ("batch", 2, grid, grid),
+            "log_mel": ("batch", self.preprocess.mel_frames, self.preprocess.mel_bands),
+            "token_ids": ("prompts", self.text.context_length),
+            "text_embedding": ("prompts", self.text.embed_dim),
+            "class_embeddings": ("vocab", self.text.embed_dim), "scene_embedding": ("batch", self.text.embed_dim),
+        }
+        seen: dict[str, TensorSpec] = {}
+        for name, (inputs, outputs) in STAGE_IO.items():
+            stage = self.stages[name]
+            for kind, specs, names in (("inputs", stage.inputs, inputs), ("outputs", stage.outputs, outputs)):
+                if tuple(t.name for t in specs) != names:
+                    raise ManifestError(f"stage {name!r} has {kind} {[t.name for t in specs]}; "
+                                        f"this runtime expects {list(names)}")
+                for spec in specs:
+                    want = expected.get(spec.name)
+                    if want is not None and spec.shape != want:
+                        raise ManifestError(f"stage {name!r} tensor {spec.name!r} has shape {list(spec.shape)}; "
+                                            f"expected {list(want)} (from preprocess and text)")
+                    other = seen.setdefault(spec.name, spec)
+                    if (other.shape, other.dtype) != (spec.shape, spec.dtype):
+                        raise ManifestError(f"tensor {spec.name!r} is {list(other.shape)} {other.dtype} in one "
+                                            f"stage and {list(spec.shape)} {spec.dtype} in stage {name!r}")
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -121,16 +352,26 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         stages = {}
         for name, stage in self.stages.items():
-            stages[name] = {"onnx": stage.onnx,
+            stages[name] = {"onnx": stage.onnx, "sha256": stage.sha256,
                             "inputs": [{**asdict(t), "shape": list(t.shape)} for t in stage.inputs],
                             "outputs": [{**asdict(t), "shape": list(t.shape)} for t in stage.outputs],
                             "engine": asdict(stage.engine) if stage.engine else None}
-        return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "model": self.model,
-                "precision": self.precision, "max_vocab": self.max_vocab, "preprocess": self.preprocess,
-                "postprocess": self.postprocess, "text": self.text, "stages": stages, "engines": self.engines}
+        return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "model": asdict(self.model),
+                "precision": self.precision, "max_vocab": self.max_vocab,
+                "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.preprocess).items()},
+                "postprocess": asdict(self.postprocess),
+                "text": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.text).items()},
+                "stages": stages, "engines": self.engines}
 
     def save(self, directory: str | os.PathLike | None = None) -> Path:
-        """Write ``manifest.json`` atomically into ``directory`` (default: the manifest's root)."""
+        """Write ``manifest.json`` atomically into ``directory`` (default: the manifest's root).
+
+        An ONNX file with no sha256 recorded yet gets the one of the file as it is now.
+        """
+        for stage in self.stages.values():
+            for key, file in stage.onnx.items():
+                if key not in stage.sha256:
+                    stage.sha256[key] = file_hash(self.path(file), length=64)
         root = Path(directory) if directory is not None else self.root
         root.mkdir(parents=True, exist_ok=True)
         path = root / MANIFEST_NAME
@@ -155,11 +396,12 @@ class Manifest:
             raise ManifestError(f"{path} has manifest version {values.get('version')}; "
                                 f"this avss_sdk reads version {MANIFEST_VERSION} (re-run export/build_engines.py)")
         try:
-            if "hash" not in values["model"]:
-                raise KeyError("model.hash")
-            stages = {name: StageEntry.from_dict(name, values["stages"][name]) for name in STAGE_NAMES}
-            manifest = cls(path.parent, values["model"], values["precision"], int(values["max_vocab"]),
-                           values["preprocess"], values["postprocess"], values["text"], stages,
+            stages_values = _section(values, "stages")
+            stages = {name: StageEntry.from_dict(name, _section(stages_values, name)) for name in STAGE_NAMES}
+            manifest = cls(path.parent, ModelInfo.from_dict(_section(values, "model")), values["precision"],
+                           values["max_vocab"], Preprocess.from_dict(_section(values, "preprocess")),
+                           Postprocess.from_dict(_section(values, "postprocess")),
+                           TextSection.from_dict(_section(values, "text")), stages,
                            values.get("engines", {"built": False, "reason": "not recorded"}))
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ManifestError):
@@ -170,6 +412,38 @@ class Manifest:
                 if not manifest.path(file).is_file():
                     raise ManifestError(f"{path}: stage {stage.name!r} names {file}, which is missing")
         return manifest
+
+
+def check_onnx_file(manifest: Manifest, stage: str, precision: str, cache_dir: str | os.PathLike) -> Path:
+    """The stage's ONNX file of ``precision`` after checking its sha256 against the manifest.
+
+    The file is hashed once per version (path, size and modification time); a match is
+    remembered in ``cache_dir/onnx_sha256.json``, so later loads only ``stat`` it. A file
+    changed since the export (same size or not) is a :class:`ManifestError` naming it.
+    """
+    path = manifest.onnx_path(stage, precision)
+    expected = manifest.stages[stage].sha256[precision]
+    status = path.stat()
+    version = [status.st_size, status.st_mtime_ns, expected]
+    memo_path = Path(cache_dir) / "onnx_sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        memo = memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        memo = {}
+    key = str(path.resolve())
+    if memo.get(key) == version:
+        return path
+    actual = file_hash(path, length=64)
+    if actual != expected:
+        raise ManifestError(f"{path} has changed since the export: its sha256 is {actual[:16]}..., the manifest "
+                            f"records {expected[:16]}... (re-export, or restore the file)")
+    memo[key] = version
+    try:
+        write_atomic(memo_path, json.dumps(memo).encode("utf-8"))
+    except OSError:
+        pass  # a read-only cache only costs hashing again next time
+    return path
 
 
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:

@@ -6,6 +6,8 @@
   resumed run sees exactly the batches the uninterrupted one would have.
 * Logs: one JSON line per ``log_every`` steps in ``OUT/log.jsonl`` (step, learning rate,
   every loss part, seconds per step), ready for any plotting tool (pandas.read_json(lines=True)).
+  A resumed run first drops the lines of steps after its checkpoint (they are run again), and
+  temporary checkpoint files left by a killed process are removed.
 * CPU works; on GPUs AMP (bf16, or fp16 with a gradient scaler) and ``torchrun``
   (DistributedDataParallel, one process per GPU) work too.
 """
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.ssp_ov import SSPOV, ForwardOutput, ModelConfig, build_model, read_checkpoint, save_checkpoint
+from avss_sdk.runtime.manifest import write_atomic
 from avss_sdk.training.data import Batch, FrameArrays, label_lookup, make_batch, prepare_frames
 from avss_sdk.training.losses import LossWeights, total_loss
 
@@ -199,6 +202,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
     step, trained_seconds = 0, 0.0
     last = out / "last.pt"
+    if rank == 0:
+        _remove_orphan_checkpoints(out)
     if config.init is not None and not last.is_file():
         _warm_start(model, config.init, config.model)
     if last.is_file():
@@ -216,6 +221,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         step = int(payload["step"])
         trained_seconds = float(payload.get("train_seconds", 0.0))
         if rank == 0:
+            _drop_log_after(out / "log.jsonl", step)
             print(f"resuming {out} from step {step}")
 
     def save(path: Path) -> None:
@@ -323,3 +329,35 @@ def _float_output(output: ForwardOutput) -> ForwardOutput:
     decoder = type(output.decoder)(*(t.float() for t in output.decoder))
     post = None if output.post_mask is None else output.post_mask.float()
     return ForwardOutput(output.flow.float(), decoder, post)
+
+
+def _remove_orphan_checkpoints(out: Path) -> None:
+    """Delete ``.<name>.pt.<pid>.tmp`` files whose writing process is gone (killed mid-write)."""
+    for path in out.glob(".*.pt.*.tmp"):
+        pid = path.name.split(".")[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _drop_log_after(path: Path, step: int) -> None:
+    """Keep the log lines of steps up to ``step`` (the resumed checkpoint); later ones are run again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+    write_atomic(path, "".join(kept).encode("utf-8"))
