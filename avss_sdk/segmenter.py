@@ -96,14 +96,14 @@ def clean_vocabulary(words: Sequence[str], max_words: int | None = None) -> list
         warnings.warn(f"duplicate vocabulary words ignored: {duplicates}", stacklevel=3)
     if max_words is not None and len(cleaned) > max_words:
         raise VocabularyError(f"{len(cleaned)} words, but these engines accept at most {max_words} "
-                              f"(rebuild with export/build_engines.py --max-vocab N)")
+                              f"(rebuild with avss-build-engines --max-vocab N)")
     return cleaned
 
 
 class Segmenter:
     """Segment single frames: ``segmenter.segment(rgb, audio)`` -> :class:`Result`.
 
-    ``engines``: a directory with ``manifest.json`` from ``export/build_engines.py`` (None:
+    ``engines``: a directory with ``manifest.json`` from ``avss-build-engines`` (None:
     the package's default model). ``backend``: "auto", "tensorrt", "onnxruntime" or "torch".
     ``flow``: "model" (the learned flow stage) or "dis" (OpenCV DIS optical flow, cheaper on
     CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached.
@@ -122,7 +122,7 @@ class Segmenter:
         self.frame_size = int(self.manifest.preprocess["image_size"])
         self.threshold = float(self.manifest.postprocess["foreground_threshold"])
         self.tokenizer = ClipTokenizer.from_file(self.manifest.path(text["tokenizer"]))
-        self.max_words = getattr(self.backend, "max_vocab", None)
+        self.max_words = self.backend.max_vocab
         self.text_cache = TextEmbeddingCache(self.manifest.model_hash, int(text["embed_dim"]), cache_dir)
         self._no_scene = np.asarray(text["no_scene_embedding"], np.float32)
         self._text_lock = threading.Lock()  # one text-encoder call at a time (TensorRT contexts are not shared)

@@ -21,13 +21,13 @@ import torch
 
 from avss_sdk.modeling.attention import ONNX_DOMAIN, ONNX_OP
 from avss_sdk.modeling.open_clip_import import import_open_clip
-from avss_sdk.modeling.ssp_ov import DEFAULT_CHECKPOINT, load_model
+from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT, load_model
 from avss_sdk.runtime.manifest import STAGE_NAMES, Manifest, ManifestError, file_hash
 from avss_sdk.segmenter import DEFAULT_ENGINES
 from avss_sdk.tokenizer import ClipTokenizer
-from export.build_engines import EXIT_BAD_INPUT, EXIT_NO_ENGINES, main
-from export.export_onnx import TOLERANCES, stage_exports
-from export.tensorrt_ops import check_tensorrt_ops
+from avss_sdk.export.build_engines import EXIT_BAD_INPUT, EXIT_NO_ENGINES, main
+from avss_sdk.export.export_onnx import TOLERANCES, stage_exports
+from avss_sdk.export.tensorrt_ops import check_tensorrt_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from avss_sdk.modeling.flow import downsample_flow, flow_loss, motion_mask
 from avss_sdk.modeling.image_encoder import EfficientNetLite0
 from avss_sdk.modeling.mask_decoder import flow_premask
 from avss_sdk.modeling.post_mask import post_mask_loss
-from avss_sdk.modeling.ssp_ov import (CheckpointError, ModelConfig, build_model, load_model, read_checkpoint,
-                                      save_checkpoint)
+from avss_sdk.modeling.checkpoint import CheckpointError, build_model, load_model, read_checkpoint, save_checkpoint
+from avss_sdk.modeling.ssp_ov import ModelConfig
 
 TINY = ModelConfig(image_size=64, hidden_dim=32, audio_dim=32, pretrained_backbone=False, num_queries=4,
                    decoder_layers=1, heads=2, flow_width=8)

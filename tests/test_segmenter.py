@@ -64,7 +64,7 @@ def test_runtime_path_equals_the_training_path(clips, cache):
     spec = importlib.util.spec_from_file_location("segment_clip", ROOT / "samples" / "segment_clip.py")
     segment_clip = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(segment_clip)
-    from avss_sdk.modeling.ssp_ov import load_model
+    from avss_sdk.modeling.checkpoint import load_model
 
     model, payload = load_model("default")
     dataset, clips = clips

@@ -28,7 +28,8 @@ from avss_sdk.data.synthavs import (
     write_flow_png,
 )
 from avss_sdk.data.synthavs.categories import COLOURS, SHAPES
-from avss_sdk.data.synthavs.render import BACKGROUND_COLOURS, object_mask
+from avss_sdk.data.synthavs.render import object_mask
+from avss_sdk.data.synthavs.scene import BACKGROUND_COLOURS
 from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.data.synthavs.writer import clip_rng
 

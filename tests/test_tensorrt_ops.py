@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from export.tensorrt_ops import (
+from avss_sdk.export.tensorrt_ops import (
     SUPPORTED_OPS_FILE,
     UnsupportedOperatorError,
     check_tensorrt_ops,

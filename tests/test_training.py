@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avss_sdk.modeling.ssp_ov import read_checkpoint
+from avss_sdk.modeling.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model.image_size=64", "model.hidden_dim=32", "model.audio_dim=32", "model.pretrained_backbone=false",

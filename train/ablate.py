@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, read_checkpoint
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model, read_checkpoint
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import calibrate_threshold, evaluate
 from avss_sdk.training.trainer import train

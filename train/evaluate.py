@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import torch
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
+from avss_sdk.fileio import write_text_atomic
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import EvaluationResult, evaluate
@@ -43,10 +43,7 @@ def format_classes(result: EvaluationResult) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
