@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from avss_sdk.runtime.manifest import EngineEntry, Manifest, StageEntry, TensorSpec
-from avss_sdk.runtime.tensorrt_backend import write_engine
+from avss_sdk.runtime.tensorrt_common import write_engine
 from avss_sdk.export.triton_repository import ENSEMBLE_NAME, TritonExportError, write_triton_repository
 
 _TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}\[\]:,])|([^\s{}\[\]:,"]+))')
