@@ -25,7 +25,7 @@ class TinyCrossAttention(torch.nn.Module):
     MatMul in the graph. One export covers both kinds of attention node."""
 
     def forward(self, q, k, v, mask):
-        return fused_cross_attention(q * 2.0, k, v) + 1.0, fused_cross_attention(q * 2.0, k, v, mask) + 1.0
+        return fused_cross_attention(q * 2.0, k, v) + 1.0, fused_cross_attention(q * 3.0, k, v, mask) + 1.0
 
 
 def _example():

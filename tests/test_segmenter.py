@@ -59,14 +59,12 @@ def test_onnxruntime_and_torch_backends_label_the_same_pixels(clips, cache):
     assert found > 0  # something is found: the comparison is not between empty maps only
 
 
-def test_runtime_path_equals_the_training_path(clips, cache):
+def test_runtime_path_equals_the_training_path(clips, cache, default_model):
     """Segmenter (numpy preprocessing, ONNX Runtime, frame-size decision) against segment_clip (torch)."""
     spec = importlib.util.spec_from_file_location("segment_clip", ROOT / "samples" / "segment_clip.py")
     segment_clip = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(segment_clip)
-    from avss_sdk.modeling.checkpoint import load_model
-
-    model, payload = load_model("default")
+    model, payload = default_model
     dataset, clips = clips
     vocab = dataset.class_names[1:]
     segmenter = Segmenter(vocab=vocab, backend="onnxruntime", cache_dir=cache, log=lambda m: None)
