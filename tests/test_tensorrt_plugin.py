@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -231,9 +232,14 @@ def test_register_plugin_with_tensorrt():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    # Built from a copy: an in-tree build would reuse build/lib, where files deleted since can linger.
+    source = tmp_path_factory.mktemp("source") / "avss_sdk"
+    local = {".git", "build", "dist", "avss_sdk.egg-info", "data", "runs", ".pytest_cache"}  # at the top only
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
+        n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in local)])
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                           "-w", str(out), "-q"], cwd=ROOT, capture_output=True, text=True)
+                           "-w", str(out), "-q"], cwd=source, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (path,) = out.glob("avss_sdk-*.whl")
     with zipfile.ZipFile(path) as archive:

@@ -37,6 +37,7 @@ from avss_sdk.errors import AvssError
 from avss_sdk.fileio import file_hash, write_atomic
 from avss_sdk.runtime import tensorrt_plugin
 from avss_sdk.runtime.manifest import PRECISIONS, EngineEntry, Manifest, StageEntry, engine_key
+from avss_sdk.runtime.tensorrt_plugin import stage_uses_plugin
 from avss_sdk.runtime.tensorrt_common import (
     MIN_TENSORRT,
     STRONGLY_TYPED_FROM,
@@ -100,11 +101,6 @@ def plugin_choice(manifest: Manifest, version: str | None, capability: str) -> t
     if reason is not None:
         return False, f"plain TensorRT engines instead of the fused-attention plugin: {reason}"
     return True, None
-
-
-def stage_uses_plugin(onnx_files: dict[str, str], plugin: bool) -> bool:
-    """:func:`avss_sdk.runtime.tensorrt_plugin.stage_uses_plugin`."""
-    return tensorrt_plugin.stage_uses_plugin(onnx_files, plugin)
 
 
 def stage_onnx(manifest: Manifest, stage: str, version: str, precision: str, plugin: bool) -> Path:

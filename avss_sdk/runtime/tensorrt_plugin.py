@@ -92,14 +92,18 @@ def plugin_unavailable_reason(version: str | None, capability: str, ptx_arch: in
     ``version`` is TensorRT's (None: not installed), ``capability`` the GPU's ('8.7'),
     ``ptx_arch`` the target of the PTX at hand (None: there is none)."""
     if not has_feature(version, AOT_PLUGINS_FROM):
-        have = f"TensorRT {version}" if version else "no TensorRT"
-        return f"{have}: plugin engines need TensorRT >= {format_version(AOT_PLUGINS_FROM)} (AOT plugins)"
+        return _old_tensorrt(version)
     if ptx_arch is None:
         return "no PTX of the fused attention kernel (no nvcc to build it with)"
     if capability_number(capability) < ptx_arch:
         return (f"no PTX for this GPU: the kernel's PTX targets compute_{ptx_arch}, "
                 f"this GPU has compute capability {capability}")
     return None
+
+
+def _old_tensorrt(version: str | None) -> str:
+    have = f"TensorRT {version}" if version else "no TensorRT"
+    return f"{have}: plugin engines need TensorRT >= {format_version(AOT_PLUGINS_FROM)} (AOT plugins)"
 
 
 def stage_uses_plugin(onnx_files: dict[str, str], plugin: bool) -> bool:
@@ -178,9 +182,8 @@ def register_plugin(ptx_path: str | os.PathLike | None = None) -> None:
     TensorRT asks for the AOT implementation, at build time; deserializing needs none (None).
     Raises :class:`KernelBuildError` on a TensorRT without AOT plugins."""
     version = tensorrt_version()
-    reason = plugin_unavailable_reason(version, "99.0")
-    if reason is not None:
-        raise KernelBuildError(reason)
+    if not has_feature(version, AOT_PLUGINS_FROM):
+        raise KernelBuildError(_old_tensorrt(version))
     if _registered_ptx:
         _registered_ptx[0] = ptx_path
         return
