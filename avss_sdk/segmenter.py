@@ -65,7 +65,7 @@ class SceneEmbedding:
 class Segmenter:
     """Segment single frames: ``segmenter.segment(rgb, audio)`` -> :class:`Result`.
 
-    ``engines``: a directory with ``manifest.json`` from ``export/build_engines.py`` (None:
+    ``engines``: a directory with ``manifest.json`` from ``avss-build-engines`` (None:
     the package's default model). ``backend``: "auto", "tensorrt", "onnxruntime" or "torch".
     ``flow``: "model" (the learned flow stage) or "dis" (OpenCV DIS optical flow, cheaper on
     CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached. ``vocab``
@@ -93,7 +93,7 @@ class Segmenter:
         self.flow_mode = flow
         self.frame_size = self.manifest.preprocess.image_size
         self.threshold = self.manifest.postprocess.foreground_threshold
-        self.max_words = getattr(self.backend, "max_vocab", None)
+        self.max_words = self.backend.max_vocab
         self.text_cache = TextEmbeddingCache(self.manifest.model_hash, text.embed_dim, cache_dir, log=log)
         self._no_scene = np.asarray(text.no_scene_embedding, np.float32)
         self._text_lock = threading.Lock()  # one text-encoder call at a time (TensorRT contexts are not shared)

@@ -3,7 +3,7 @@
 ``ClipTokenizer.from_file("tokenizer.json")(["a photo of a dog.", ...])`` returns an int64 array
 ``[N, context_length]``: ``<start_of_text>``, the BPE ids, ``<end_of_text>``, zeros after. A text
 too long keeps its first ``context_length - 2`` ids and still ends with ``<end_of_text>``
-(open_clip's rule). The file comes from ``export/tokenizer_json.py``; it is a standard
+(open_clip's rule). The file comes from ``avss_sdk.export.tokenizer_json``; it is a standard
 ``tokenizers`` file holding open_clip's vocabulary, merges, pre-tokenization regex, SOT/EOT
 template, truncation and padding (see that module for the field-by-field mapping).
 
@@ -46,7 +46,7 @@ SOT, EOT = "<start_of_text>", "<end_of_text>"
 
 
 class TokenizerFileError(AvssError, ValueError):
-    """The tokenizer file is unreadable, corrupt or not a CLIP tokenizer written by export/tokenizer_json.py."""
+    """The tokenizer file is unreadable, corrupt or not a CLIP tokenizer written by avss_sdk.export.tokenizer_json."""
 
 
 class ClipTokenizer:
@@ -71,7 +71,7 @@ class ClipTokenizer:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(
-                f"tokenizer file not found: {path} (write it with: python export/tokenizer_json.py --out {path})"
+                f"tokenizer file not found: {path} (write it with: python -m avss_sdk.export.tokenizer_json --out {path})"
             )
         try:
             text = path.read_text(encoding="utf-8")

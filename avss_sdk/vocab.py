@@ -109,7 +109,7 @@ def check_vocab_size(words: Sequence[str], max_words: int | None) -> None:
     """VocabularyError when ``words`` has more than ``max_words`` (None: no limit) words."""
     if max_words is not None and len(words) > max_words:
         raise VocabularyError(f"{len(words)} words, but these engines accept at most {max_words} "
-                              f"(rebuild with export/build_engines.py --max-vocab N)")
+                              f"(rebuild with avss-build-engines --max-vocab N)")
 
 
 def clean_scene(text: str | None) -> str | None:

@@ -6,7 +6,7 @@ one stream; bandwidth counts Q, K, V and the output once, FLOPs are 4 * B*H*Lq*L
 The kernel computes on CUDA cores in FP32, so its FLOP/s are compared with the FP32
 (non-tensor) peak. Prints a markdown table; ``--out`` also writes it to a file:
 
-    python benchmarks/kernels.py --out benchmarks/results/kernels-<gpu>.md
+    python -m benchmarks.kernels --out benchmarks/results/kernels-<gpu>.md   (from the repository root)
 
 Without a GPU (or without a CUDA build of torch) it says so and exits 0.
 """
@@ -18,9 +18,7 @@ import datetime
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kernels import build, launcher  # noqa: E402
+from kernels import build, launcher
 
 # name substring (lower case) -> (FP32 TFLOP/s without tensor cores, DRAM GB/s); public specs.
 PEAKS = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.preprocess import MEL_BANDS, MEL_FRAMES
 
 

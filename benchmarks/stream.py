@@ -25,16 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from avss_sdk.data.avsbench import AVSSDataset  # noqa: E402
-from avss_sdk.data.synthavs import generate_clip  # noqa: E402
-from avss_sdk.data.synthavs.writer import write_dataset_files  # noqa: E402
-from avss_sdk.preprocess import LOG_MEL_SECONDS  # noqa: E402
-from avss_sdk.runtime.backends import BACKENDS, BackendError  # noqa: E402
-from avss_sdk.segmenter import Segmenter  # noqa: E402
+from avss_sdk.data.avsbench import AVSSDataset
+from avss_sdk.data.synthavs import generate_clip
+from avss_sdk.data.synthavs.writer import write_dataset_files
+from avss_sdk.preprocess import LOG_MEL_SECONDS
+from avss_sdk.runtime.backends import BACKENDS, BackendError
+from avss_sdk.segmenter import Segmenter
 
 STAGES = ("preprocess", "flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "postprocess")
 VOCAB = ["dog", "guitar", "person speaking", "alarm clock", "violin", "cat", "car engine", "piano"]

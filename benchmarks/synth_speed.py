@@ -13,16 +13,9 @@ import argparse
 import functools
 import multiprocessing
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-try:
-    import avss_sdk  # noqa: F401
-except ImportError:
-    # Run as `python benchmarks/synth_speed.py` without `pip install -e .`: add the repo root.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avss_sdk.data.synthavs.writer import generate_clip, write_dataset_files
 

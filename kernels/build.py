@@ -1,11 +1,16 @@
 """Build the fused cross-attention kernel with the local nvcc.
 
-``python kernels/build.py`` compiles for the GPU of this machine; ``--all`` compiles
+``python -m kernels.build`` compiles for the GPU of this machine; ``--all`` compiles
 cubins for every supported architecture plus compute_75 PTX into one fatbin. Either way
 ``kernels/build/`` receives:
 
 * ``fused_cross_attention.fatbin``: what the cuda-python launcher loads;
-* ``fused_cross_attention.ptx``: compute_75 PTX for the TensorRT AOT plugin.
+* ``fused_cross_attention.ptx``: compute_75 PTX, as the TensorRT AOT plugin embeds it.
+
+The source is ``avss_sdk/runtime/cuda/fused_cross_attention.cu``: it lives in the package so
+that a pip-installed SDK can compile the plugin's PTX on the device
+(:func:`avss_sdk.runtime.tensorrt_plugin.ensure_ptx`); this folder builds, benchmarks and
+tests that one copy. nvcc is found and asked for its architectures by the same functions.
 
 Always the *local* nvcc: a Jetson on JetPack 6 has CUDA 12.6, whose driver cannot load
 code from a newer toolkit. The PTX carries the ISA version of the nvcc that wrote it, so
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,42 +29,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from avss_sdk.runtime.tensorrt_plugin import KERNEL_SOURCE as SOURCE
+from avss_sdk.runtime.tensorrt_plugin import NVCC_FLAGS, PTX_ARCH, PTX_NAME, find_nvcc, supported_archs
+from avss_sdk.runtime.tensorrt_plugin import KernelBuildError as BuildError
+
+__all__ = ["ALL_ARCHS", "BuildError", "DEFAULT_OUT", "FATBIN_NAME", "PTX_ARCH", "PTX_NAME", "SOURCE", "build",
+           "find_nvcc", "local_arch", "main", "supported_archs"]
+
 KERNEL_DIR = Path(__file__).resolve().parent
-SOURCE = KERNEL_DIR / "src" / "fused_cross_attention.cu"
 DEFAULT_OUT = KERNEL_DIR / "build"
 FATBIN_NAME = "fused_cross_attention.fatbin"
-PTX_NAME = "fused_cross_attention.ptx"
-PTX_ARCH = 75
 ALL_ARCHS = (75, 80, 86, 87, 89, 90, 100, 110, 120)
-NVCC_FLAGS = ("-std=c++17", "-O3")
-
-
-class BuildError(RuntimeError):
-    """The build cannot proceed (no nvcc, no GPU, a compiler error)."""
-
-
-def find_nvcc(explicit: str | None = None) -> str:
-    """Path of nvcc: ``explicit``, else $CUDA_HOME/bin, else PATH, else /usr/local/cuda."""
-    candidates = [explicit] if explicit else []
-    if not explicit:
-        for env in ("CUDA_HOME", "CUDA_PATH"):
-            if os.environ.get(env):
-                candidates.append(str(Path(os.environ[env]) / "bin" / "nvcc"))
-        candidates.append(shutil.which("nvcc") or "")
-        candidates.append("/usr/local/cuda/bin/nvcc")
-    for c in candidates:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return c
-    raise BuildError(
-        f"nvcc not found (tried {', '.join(c for c in candidates if c) or 'nothing'}). "
-        "Install the CUDA toolkit, put its bin/ on PATH, set CUDA_HOME, or pass --nvcc."
-    )
-
-
-def supported_archs(nvcc: str) -> set[int]:
-    """Compute capabilities (e.g. 75, 90) this nvcc can compile for."""
-    out = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, check=True)
-    return {int(m) for m in re.findall(r"compute_(\d+)", out.stdout)}
 
 
 def local_arch() -> int:
@@ -141,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Build kernels/src/fused_cross_attention.cu into a fatbin (for the "
                     "cuda-python launcher) and compute_75 PTX (for the TensorRT AOT plugin).",
-        epilog="Examples: 'python kernels/build.py' (this machine's GPU); "
-               "'python kernels/build.py --all -j 2' (sm_" + ", sm_".join(map(str, ALL_ARCHS))
+        epilog="Examples: 'python -m kernels.build' (this machine's GPU); "
+               "'python -m kernels.build --all -j 2' (sm_" + ", sm_".join(map(str, ALL_ARCHS))
                + " + compute_75 PTX, as in CI).")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--all", action="store_true",

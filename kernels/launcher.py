@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from avss_sdk.runtime.tensorrt_plugin import HEAD_DIMS, THREADS, rows_per_block
+
 DEFAULT_FATBIN = Path(__file__).resolve().parent / "build" / "fused_cross_attention.fatbin"
-HEAD_DIMS = (32, 64, 128)
-THREADS = 128
 TILE_K = 32
 SMEM_BYTES = 48 * 1024  # must match fca::kSmemBytes in src/fused_cross_attention.cu
 MAX_SPLITS = 64
@@ -31,11 +31,6 @@ MIN_TILES_PER_SPLIT = 4
 
 class CudaUnavailableError(RuntimeError):
     """cuda-python, the driver, a GPU or the built kernel is missing."""
-
-
-def rows_per_block(head_dim: int) -> int:
-    """Query rows one block owns (4 warps; 4 rows a warp at D=128, else 8)."""
-    return 4 * (4 if head_dim == 128 else 8)
 
 
 def short_path_capacity(head_dim: int, itemsize: int) -> int:

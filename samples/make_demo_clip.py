@@ -22,10 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import avss_sdk  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avss_sdk.data.synthavs import render_clip, sample_scene, scene_text, synthesize_audio
 from avss_sdk.data.synthavs.writer import clip_rng

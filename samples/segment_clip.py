@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import CheckpointError, load_model
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
 from avss_sdk.preprocess import LOG_MEL_SECONDS, log_mel, normalize_image, resize_frame
 from avss_sdk.viz import legend, overlay

@@ -16,10 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-try:
-    import avss_sdk  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.viz import legend, overlay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +19,12 @@ def tiny_synth(tmp_path_factory) -> Path:
         rows = [generate_clip(out, split, 0, i, frames=4, size=64) for i in range(clips)]
         write_dataset_files(out, split, 0, rows)
     return out
+
+
+@pytest.fixture(scope="session")
+def default_model() -> tuple[Any, dict]:
+    """(the shipped checkpoint's model in eval mode, its payload), loaded once. Read-only: a test
+    that changes the model must build its own."""
+    from avss_sdk.modeling.checkpoint import load_model
+
+    return load_model("default")

@@ -21,18 +21,17 @@ from avss_sdk.modeling.attention import (
 
 
 class TinyCrossAttention(torch.nn.Module):
-    """Pixels attend to prompt tokens, like VTA; no other MatMul in the graph."""
+    """Pixels attend to prompt tokens, like VTA, once without a mask and once with one; no other
+    MatMul in the graph. One export covers both kinds of attention node."""
 
-    def forward(self, q, k, v, mask=None):
-        return fused_cross_attention(q * 2.0, k, v, mask) + 1.0
+    def forward(self, q, k, v, mask):
+        return fused_cross_attention(q * 2.0, k, v) + 1.0, fused_cross_attention(q * 3.0, k, v, mask) + 1.0
 
 
-def _example(with_mask: bool):
+def _example():
     g = torch.Generator().manual_seed(0)
     q, k, v = torch.randn(1, 2, 40, 32, generator=g), torch.randn(1, 2, 7, 32, generator=g), \
         torch.randn(1, 2, 7, 32, generator=g)
-    if not with_mask:
-        return (q, k, v)
     mask = torch.zeros(1, 1, 40, 7)
     mask[..., 3, :] = float("-inf")  # an all-masked row
     mask[..., 5, 2:] = float("-inf")
@@ -51,42 +50,40 @@ def _export(module, args, path, plugin: bool) -> onnx.ModelProto:
     return onnx.load(str(path))
 
 
-@pytest.mark.parametrize("with_mask", [False, True], ids=["no-mask", "mask"])
-def test_plain_export_runs_in_onnxruntime(tmp_path, with_mask):
-    args = _example(with_mask)
+def test_plain_export_runs_in_onnxruntime(tmp_path):
+    args = _example()
     model = _export(TinyCrossAttention(), args, tmp_path / "plain.onnx", plugin=False)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("MatMul") == 2 and ops.count("Softmax") == 1
+    assert ops.count("MatMul") == 4 and ops.count("Softmax") == 2  # two attentions
     assert not any(n.domain == ONNX_DOMAIN for n in model.graph.node)
     sess = ort.InferenceSession(str(tmp_path / "plain.onnx"), providers=["CPUExecutionProvider"])
     feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
-    out = sess.run(None, feeds)[0]
-    expected = TinyCrossAttention()(*args).numpy()
-    assert not np.isnan(out).any()
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-    if with_mask:
-        np.testing.assert_array_equal(out[:, :, 3], 1.0)  # all-masked row: 0 + 1
+    unmasked, masked = sess.run(None, feeds)
+    expected = [t.numpy() for t in TinyCrossAttention()(*args)]
+    for out, want in zip((unmasked, masked), expected):
+        assert not np.isnan(out).any()
+        np.testing.assert_allclose(out, want, atol=1e-5)
+    np.testing.assert_array_equal(masked[:, :, 3], 1.0)  # all-masked row: 0 + 1
+    assert not np.allclose(masked, unmasked)
 
 
-@pytest.mark.parametrize("with_mask", [False, True], ids=["no-mask", "mask"])
-def test_plugin_export_emits_one_custom_node(tmp_path, with_mask):
-    args = _example(with_mask)
-    model = _export(TinyCrossAttention(), args, tmp_path / "plugin.onnx", plugin=True)
+def test_plugin_export_emits_one_custom_node_per_attention(tmp_path):
+    model = _export(TinyCrossAttention(), _example(), tmp_path / "plugin.onnx", plugin=True)
     custom = [n for n in model.graph.node if n.domain == ONNX_DOMAIN]
-    assert len(custom) == 1
-    node = custom[0]
-    assert node.op_type == ONNX_OP and len(node.input) == 4 and len(node.output) == 1
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    assert attrs["scale"] == pytest.approx(1 / np.sqrt(32))
-    assert attrs["has_mask"] == int(with_mask)
-    assert attrs["plugin_namespace"] == b"avss" and attrs["plugin_version"] == b"1"
+    assert len(custom) == 2
+    for node, with_mask in zip(custom, (False, True)):
+        assert node.op_type == ONNX_OP and len(node.input) == 4 and len(node.output) == 1
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["scale"] == pytest.approx(1 / np.sqrt(32))
+        assert attrs["has_mask"] == int(with_mask)
+        assert attrs["plugin_namespace"] == b"avss" and attrs["plugin_version"] == b"1"
     ops = {n.op_type for n in model.graph.node}
     assert not ops & {"MatMul", "Softmax"}
     assert any(o.domain == ONNX_DOMAIN and o.version == 1 for o in model.opset_import)
 
 
 def test_plugin_mode_eager_matches_plain():
-    args = _example(True)
+    args = _example()
     plain = TinyCrossAttention()(*args)
     with export_as_plugin():
         routed = TinyCrossAttention()(*args)

@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from avss_sdk.modeling.ssp_ov import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_model, read_checkpoint
+from avss_sdk.modeling.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,11 +64,8 @@ def test_read_checkpoint_and_load_model_refuse_it(hostile):
 
 
 def test_export_model_refuses_it(hostile, tmp_path):
-    sys.path.insert(0, str(ROOT / "export"))
-    try:
-        from export_onnx import export_model
-    finally:
-        sys.path.remove(str(ROOT / "export"))
+    from avss_sdk.export.export_onnx import export_model
+
     path, marker = hostile
     with pytest.raises(CheckpointError):
         export_model(path, tmp_path / "export")

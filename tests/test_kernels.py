@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from avss_sdk.modeling.attention import fused_cross_attention, key_padding_to_additive
-from kernels import build, launcher, trt_plugin
+from kernels import build, launcher
 from kernels.reference import fused_cross_attention_reference
 
 ENTRY_POINTS = [f"fca_{kind}_{t}_d{d}" for kind in ("short", "long", "trt")
@@ -236,42 +236,3 @@ def test_kernel_matches_reference(gpu_kernel, shape, dtype):
     # Split-K counters are reset by the kernel: a second launch gives the same answer.
     again = launcher.fused_cross_attention_numpy(q, k, v)
     np.testing.assert_array_equal(again, launcher.fused_cross_attention_numpy(q, k, v))
-
-
-# ---------------------------------------------------------------- TensorRT plugin
-
-
-@pytest.mark.parametrize("version,expected", [
-    (None, False), ("", False), ("8.6.1", False), ("10.3.0.26", False), ("10.8.0.43", False),
-    ("10.9.0.34", True), ("10.13.3.9", True), ("11.0.0", True), ("10.9.0.post1", True),
-    ("not-a-version", False),
-])
-def test_plugin_supported(version, expected):
-    assert trt_plugin.plugin_supported(version) is expected
-
-
-def test_plugin_helpers():
-    assert trt_plugin.parse_version("10.3.0.26") == (10, 3, 0, 26)
-    assert trt_plugin.float_bits(1.0) == 0x3F800000
-    assert trt_plugin.kernel_name(True, 64) == "fca_trt_f16_d64"
-    assert trt_plugin.kernel_name(False, 32) in ENTRY_POINTS
-    with pytest.raises(ValueError):
-        trt_plugin.kernel_name(True, 80)
-
-
-def test_register_plugin_without_tensorrt():
-    if trt_plugin.tensorrt_version() is not None:
-        pytest.skip(f"tensorrt {trt_plugin.tensorrt_version()} is installed")
-    assert trt_plugin.register_plugin() is False
-
-
-def test_register_plugin_with_tensorrt():
-    version = trt_plugin.tensorrt_version()
-    if version is None:
-        pytest.skip("tensorrt is not installed (its wheels are out of reach here)")
-    if not trt_plugin.plugin_supported(version):
-        pytest.skip(f"tensorrt {version} < 10.9: no AOT plugins, the export uses MatMul/Softmax")
-    if not trt_plugin.DEFAULT_PTX.is_file():
-        pytest.skip("kernels/build/fused_cross_attention.ptx missing: run python kernels/build.py")
-    assert trt_plugin.register_plugin() is True
-    assert trt_plugin.register_plugin() is True  # idempotent

@@ -11,12 +11,14 @@ import torch
 
 from avss_sdk import preprocess
 from avss_sdk.modeling import attention
-from avss_sdk.modeling.flow import downsample_flow, flow_loss, motion_mask
+from avss_sdk.modeling.flow import FlowEstimator, downsample_flow, flow_loss, motion_mask
 from avss_sdk.modeling.image_encoder import EfficientNetLite0
 from avss_sdk.modeling.mask_decoder import flow_premask, heard_logits
 from avss_sdk.modeling.post_mask import post_mask_loss
-from avss_sdk.modeling.ssp_ov import (CheckpointError, ModelConfig, build_model, load_model, read_checkpoint,
-                                      save_checkpoint)
+from avss_sdk.modeling.checkpoint import CheckpointError, build_model, load_model, read_checkpoint, save_checkpoint
+from avss_sdk.modeling.ssp_ov import ModelConfig
+from avss_sdk.modeling.vta import VisualTextualAlignment
+from avss_sdk.vocab import CATEGORY_TEMPLATES, SCENE_TEMPLATE
 
 TINY = ModelConfig(image_size=64, hidden_dim=32, audio_dim=32, pretrained_backbone=False, num_queries=4,
                    decoder_layers=1, heads=2, flow_width=8)
@@ -189,6 +191,42 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, model):
         load_model(mismatched)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_keeps_the_prompt_templates_it_was_trained_with(tmp_path, model, monkeypatch):
+    monkeypatch.setattr(model.text_encoder, "category_templates", ("a drawing of a {}.", "the {} itself."))
+    monkeypatch.setattr(model.text_encoder, "scene_template", "somewhere: {}.")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model)
+    loaded, payload = load_model(path)
+    assert payload["prompts"] == {"category_templates": ["a drawing of a {}.", "the {} itself."],
+                                  "scene_template": "somewhere: {}."}
+    assert loaded.text_encoder.category_templates == ("a drawing of a {}.", "the {} itself.")
+    assert loaded.text_encoder.scene_template == "somewhere: {}."
+    with torch.no_grad():  # the loaded model embeds with its own templates, as the saved one did
+        torch.testing.assert_close(loaded.text_encoder.embed_categories(["dog"]),
+                                   model.text_encoder.embed_categories(["dog"]))
+
+    blob = torch.load(path, weights_only=True)
+    del blob["prompts"]  # a checkpoint from before templates were stored: the code's current ones
+    torch.save(blob, tmp_path / "old.pt")
+    old, _ = load_model(tmp_path / "old.pt")
+    assert old.text_encoder.category_templates == CATEGORY_TEMPLATES
+    assert old.text_encoder.scene_template == SCENE_TEMPLATE
+    for prompts in ({"category_templates": ["no slot"], "scene_template": "{}"}, {"category_templates": []},
+                    ["a {}"], {"category_templates": ["a {}"], "scene_template": 3}):
+        blob["prompts"] = prompts
+        torch.save(blob, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match="prompt templates are malformed"):
+            load_model(tmp_path / "bad.pt")
+
+
+def test_stage_constructors_are_keyword_only():
+    with pytest.raises(TypeError):
+        FlowEstimator(8)
+    with pytest.raises(TypeError):
+        VisualTextualAlignment(32, 16, 2)
+    assert FlowEstimator(width=8) is not None
 
 
 def test_unknown_config_key_is_rejected():

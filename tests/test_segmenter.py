@@ -59,14 +59,12 @@ def test_onnxruntime_and_torch_backends_label_the_same_pixels(clips, cache):
     assert found > 0  # something is found: the comparison is not between empty maps only
 
 
-def test_runtime_path_equals_the_training_path(clips, cache):
+def test_runtime_path_equals_the_training_path(clips, cache, default_model):
     """Segmenter (numpy preprocessing, ONNX Runtime, frame-size decision) against segment_clip (torch)."""
     spec = importlib.util.spec_from_file_location("segment_clip", ROOT / "samples" / "segment_clip.py")
     segment_clip = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(segment_clip)
-    from avss_sdk.modeling.ssp_ov import load_model
-
-    model, payload = load_model("default")
+    model, payload = default_model
     dataset, clips = clips
     vocab = dataset.class_names[1:]
     segmenter = Segmenter(vocab=vocab, backend="onnxruntime", cache_dir=cache, log=lambda m: None)
@@ -253,7 +251,7 @@ def test_io_binding_path_hands_ortvalues_on_and_gives_the_same_labels(clips, cac
 
 def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
     """evaluate_runtime (Segmenter, ONNX Runtime) within 1 mIoU point of evaluate (torch) on the same clips."""
-    from avss_sdk.modeling.ssp_ov import load_model
+    from avss_sdk.modeling.checkpoint import load_model
     from avss_sdk.training.data import prepare_frames
     from avss_sdk.training.evaluate import evaluate, evaluate_runtime
 

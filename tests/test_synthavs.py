@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import wave
@@ -28,7 +29,8 @@ from avss_sdk.data.synthavs import (
     write_flow_png,
 )
 from avss_sdk.data.synthavs.categories import COLOURS, SHAPES
-from avss_sdk.data.synthavs.render import BACKGROUND_COLOURS, object_mask
+from avss_sdk.data.synthavs.render import object_mask
+from avss_sdk.data.synthavs.scene import BACKGROUND_COLOURS
 from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.data.synthavs.writer import clip_rng
 
@@ -332,8 +334,8 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path: Path
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train" / "make_synth.py"), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, str(REPO / "train" / "make_synth.py"), *args], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_builds_one_dataset_and_reruns_replace_rows(tmp_path: Path) -> None:

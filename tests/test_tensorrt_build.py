@@ -1,4 +1,4 @@
-"""avss_sdk/runtime/tensorrt_build.py and avss_sdk/runtime/tensorrt_backend.py.
+"""avss_sdk/runtime/tensorrt_build.py, tensorrt_backend.py and tensorrt_common.py.
 
 Everything that needs no TensorRT runs everywhere: version and precision selection, profiles,
 cache keys and reasons, engine-file checks, the cache's reuse decision, and the errors when
@@ -30,28 +30,28 @@ from avss_sdk.runtime.manifest import (
     engine_key,
     file_hash,
 )
-from avss_sdk.runtime.tensorrt_backend import (
-    EngineFileError,
-    TensorRTEngineCache,
-    TensorRTStage,
-    TensorRTUnavailable,
-    check_engine_file,
-    compute_capability,
-    import_tensorrt,
-    sidecar_path,
-    tensorrt_version,
-    write_engine,
-)
+from avss_sdk.runtime.tensorrt_backend import TensorRTStage
 from avss_sdk.runtime.tensorrt_build import (
     EngineBuildError,
+    TensorRTEngineCache,
     build_engine,
     build_profile,
     engine_is_current,
     onnx_precision,
-    parse_version,
     precision_mode,
     stage_onnx,
     stage_profile,
+)
+from avss_sdk.runtime.tensorrt_common import (
+    EngineFileError,
+    TensorRTUnavailable,
+    check_engine_file,
+    compute_capability,
+    import_tensorrt,
+    parse_version,
+    sidecar_path,
+    tensorrt_version,
+    write_engine,
 )
 
 TRT = tensorrt_version()
@@ -328,7 +328,7 @@ def test_build_and_run_a_tiny_engine(tmp_path):
     profile = build_profile(stage, max_vocab=32)
     messages = []
     entry = build_engine(onnx_file, tmp_path / "tiny.engine", "fp32", profile, 0.5, tmp_path / "timing.cache",
-                         False, messages.append, relative_to=tmp_path)
+                         None, messages.append, relative_to=tmp_path)
     assert entry.file == "tiny.engine" and entry.tensorrt_version == TRT
     assert (tmp_path / "timing.cache").stat().st_size > 0
     check_engine_file(tmp_path / "tiny.engine")

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from export.tensorrt_ops import (
+from avss_sdk.export.tensorrt_ops import (
     SUPPORTED_OPS_FILE,
     UnsupportedOperatorError,
     check_tensorrt_ops,
@@ -114,7 +114,7 @@ def test_restrictions_used_notes_limited_ops():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "export" / "tensorrt_ops.py"), *args],
+    return subprocess.run([sys.executable, "-m", "avss_sdk.export.tensorrt_ops", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 

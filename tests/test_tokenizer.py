@@ -1,8 +1,7 @@
-"""The torch-free tokenizer (avss_sdk.tokenizer) against open_clip's own, through export/tokenizer_json.py."""
+"""The torch-free tokenizer (avss_sdk.tokenizer) against open_clip's own, through avss_sdk.export.tokenizer_json."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,16 +12,12 @@ import numpy as np
 import pytest
 
 from avss_sdk.data.synthavs.categories import CATEGORIES
+from avss_sdk.export import tokenizer_json
 from avss_sdk.tokenizer import ClipTokenizer, TokenizerFileError, _fix_text_without_ftfy
 from avss_sdk.vocab import category_prompts, scene_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "export" / "tokenizer_json.py"
 MODELS = {"avss-text-tiny": 40, "ViT-B-32": 77}
-
-_spec = importlib.util.spec_from_file_location("tokenizer_json", SCRIPT)
-tokenizer_json = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tokenizer_json)
 
 LONG = (
     "A busy street market at dusk: a man plays an acoustic guitar next to a fruit stall, "
@@ -179,7 +174,7 @@ def test_input_errors(files):
 
 
 def test_file_errors(tmp_path, files):
-    with pytest.raises(FileNotFoundError, match="tokenizer_json.py"):
+    with pytest.raises(FileNotFoundError, match="avss_sdk.export.tokenizer_json"):
         ClipTokenizer.from_file(tmp_path / "missing.json")
     text = files["avss-text-tiny"].read_text(encoding="utf-8")
     truncated = tmp_path / "truncated.json"
@@ -244,5 +239,6 @@ def test_export_refuses_what_it_cannot_reproduce(tmp_path, open_clip_tokenizers)
 
 
 def test_cli_help():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "avss_sdk.export.tokenizer_json", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--model" in proc.stdout and "--context-length" in proc.stdout

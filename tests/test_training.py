@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from avss_sdk.modeling.ssp_ov import read_checkpoint
+from avss_sdk.modeling.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model.image_size=64", "model.hidden_dim=32", "model.audio_dim=32", "model.pretrained_backbone=false",
@@ -47,10 +47,18 @@ def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls(synth, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(synth, tmp_path_factory) -> Path:
+    """One 40-step run of train.py: the loss test reads its log, the evaluation, shipping and
+    sample tests its model.pt (one training process instead of four)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
     result = _run(_train_args(synth, out, 40, "optim.lr=2e-3"))
     assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_loss_falls(trained):
+    out = trained
     losses = [r["loss"] for r in _log(out)]
     assert len(losses) == 40
     assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
@@ -121,9 +129,8 @@ def test_cache_prepared_by_worker_processes_equals_the_serial_one(synth, tmp_pat
     assert len(serial.uids) == len(dataset) and serial.valid.any()
 
 
-def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
-    out = tmp_path / "run"
-    assert _run(_train_args(synth, out, 3)).returncode == 0
+def test_evaluate_cli_writes_all_metrics(synth, trained, tmp_path):
+    out = trained
     report = tmp_path / "eval.json"
     result = _run(_cmd("evaluate.py", "--checkpoint", str(out / "model.pt"), "--data", str(synth),
                        "--split", "test", "--json", str(report), "--quiet"))
@@ -139,9 +146,8 @@ def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
         assert {row["split"] for row in scores["per_class"]} == {"base", "novel"}
 
 
-def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, tmp_path):
-    run, shipped = tmp_path / "run", tmp_path / "shipped.pt"
-    assert _run(_train_args(synth, run, 3)).returncode == 0
+def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, trained, tmp_path):
+    run, shipped = trained, tmp_path / "shipped.pt"
     result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
                        "--out", str(shipped)))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -168,9 +174,8 @@ def test_ablate_writes_a_table(synth, tmp_path):
     assert (tmp_path / "runs" / "no_flow_pre_mask" / "model.pt").is_file()
 
 
-def test_segment_clip_sample_and_model_stats(synth, tmp_path):
-    run = tmp_path / "run"
-    assert _run(_train_args(synth, run, 2)).returncode == 0
+def test_segment_clip_sample_and_model_stats(synth, trained, tmp_path):
+    run = trained
     picture = tmp_path / "seg.png"
     result = _run([sys.executable, str(ROOT / "samples" / "segment_clip.py"), "--checkpoint", str(run / "model.pt"),
                    "--data", str(synth), "--index", "1", "--out", str(picture)])

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper
 
 from avss_sdk.runtime.manifest import (EngineEntry, Manifest, ModelInfo, Postprocess, Preprocess, StageEntry, TensorSpec,
                                        TextSection)
-from avss_sdk.runtime.tensorrt_backend import write_engine
-from export.triton_repository import ENSEMBLE_NAME, TritonExportError, write_triton_repository
+from avss_sdk.runtime.tensorrt_common import write_engine
+from avss_sdk.export.triton_repository import ENSEMBLE_NAME, TritonExportError, write_triton_repository
 
 _TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}\[\]:,])|([^\s{}\[\]:,"]+))')
 

@@ -13,20 +13,20 @@ Runs resume like train.py; finished variants with the same setting are not retra
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, read_checkpoint
+from avss_sdk.fileio import write_text_atomic
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model, read_checkpoint
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import calibrate_threshold, evaluate
 from avss_sdk.training.trainer import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import write_json  # noqa: E402  (train/evaluate.py, next to this script)
-from train import load_config  # noqa: E402  (train/train.py)
+from train import load_config  # train/train.py: a script's own folder is first on sys.path
 
 VARIANTS = {
     "full": [],
@@ -54,7 +54,7 @@ def write_table(path: Path, config: str, base, split: str, rows: list[str], payl
     ])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".md").write_text(text, encoding="utf-8")
-    write_json(path.with_suffix(".json"), payload)
+    write_text_atomic(path.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    from avss_sdk.modeling.ssp_ov import CheckpointError, load_model
+    from avss_sdk.modeling.checkpoint import CheckpointError, load_model
 
     try:
         model, payload = load_model(args.checkpoint)

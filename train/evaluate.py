@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -22,7 +21,8 @@ from pathlib import Path
 import torch
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import CheckpointError, load_model, resolve_checkpoint
+from avss_sdk.fileio import write_text_atomic
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import EvaluationResult, evaluate, evaluate_runtime
@@ -48,10 +48,7 @@ def format_classes(result: EvaluationResult) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
 
 
 def evaluate_with_runtime(args: argparse.Namespace) -> int:

@@ -16,12 +16,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-try:
-    import avss_sdk  # noqa: F401
-except ImportError:
-    # Run as `python train/make_synth.py` from a checkout without `pip install -e .`:
-    # the repo root is not on sys.path then (only train/ is), so add it.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import DEFAULT_CHECKPOINT, CheckpointError, load_model, save_checkpoint
+from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_model, save_checkpoint
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import calibrate_threshold
 

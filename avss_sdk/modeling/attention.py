@@ -9,7 +9,7 @@ it the single place where the custom CUDA kernel replaces the reference math at 
 * inside ``with export_as_plugin():`` it calls the custom op
   ``avss::fused_cross_attention``, which :func:`onnx_translation_table` turns into one
   ONNX node ``avss::FusedCrossAttention`` bound to the TensorRT plugin in
-  ``kernels/trt_plugin.py``.
+  ``avss_sdk/runtime/tensorrt_plugin.py``.
 
 Mask convention (identical in the numpy reference, the CUDA kernel and the plugin):
 

@@ -24,7 +24,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class AudioEncoder(nn.Module):
     """forward(log_mel [B, 96, 64]) -> audio embedding [B, dim]."""
 
-    def __init__(self, dim: int, width: int = 32) -> None:
+    def __init__(self, *, dim: int, width: int = 32) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(1)
         self.features = nn.Sequential(_block(1, width), _block(width, 2 * width), _block(2 * width, 4 * width),

@@ -26,7 +26,7 @@ def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequent
 class FlowEstimator(nn.Module):
     """forward(previous [B,3,H,W], current [B,3,H,W]) -> flow [B,2,H/8,W/8] in input pixels."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, *, width: int = 32) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
             _conv(6, width, 2), _conv(width, width),

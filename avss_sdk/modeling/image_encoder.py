@@ -149,7 +149,7 @@ class ImageEncoder(nn.Module):
         return self.mask_head(x), self.embed_head(x)
 
 
-def build_image_encoder(backbone: str, hidden_dim: int, embed_dim: int, pretrained: bool = True,
+def build_image_encoder(*, backbone: str, hidden_dim: int, embed_dim: int, pretrained: bool = True,
                         open_clip_visual: nn.Module | None = None) -> ImageEncoder:
     """``backbone``: "efficientnet_lite0" or "open_clip" (then ``open_clip_visual`` is its tower)."""
     if backbone == "efficientnet_lite0":

@@ -77,8 +77,9 @@ def flow_premask(flow: torch.Tensor, threshold: float = 1.0, sharpness: float = 
 class MaskDecoder(nn.Module):
     """forward(features, dense_embedding, flow, audio, class_embeddings) -> (pixel_logits, masks, class_logits, sounding)."""
 
-    def __init__(self, hidden_dim: int, embed_dim: int, audio_dim: int, num_queries: int = 8, layers: int = 2,
-                 heads: int = 4, use_premask: bool = True, use_heard_gate: bool = False) -> None:
+    def __init__(self, *, hidden_dim: int, embed_dim: int, audio_dim: int, num_queries: int = 8, layers: int = 2,
+                 heads: int = 4, use_premask: bool = True,
+                 use_heard_gate: bool = False) -> None:
         super().__init__()
         self.use_premask = use_premask
         self.heard_weight = nn.Parameter(torch.tensor(0.5)) if use_heard_gate else None

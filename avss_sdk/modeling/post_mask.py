@@ -16,7 +16,7 @@ from avss_sdk.modeling.flow import motion_mask
 class PostMaskHead(nn.Module):
     """forward(pixel_features [B,C,H,W]) -> motion-mask logits [B,1,H,W]."""
 
-    def __init__(self, hidden_dim: int) -> None:
+    def __init__(self, *, hidden_dim: int) -> None:
         super().__init__()
         self.head = nn.Sequential(nn.Conv2d(hidden_dim, hidden_dim // 2, 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(hidden_dim // 2, 1, 1))

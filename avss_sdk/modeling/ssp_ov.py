@@ -1,27 +1,22 @@
-"""The SSP-OV model: the six stages of DESIGN.md wired together, its config and checkpoints.
+"""The SSP-OV model: the six stages of DESIGN.md wired together, and its config.
 
 :class:`SSPOV` composes the stage modules exactly as the runtime chains their engines:
 ``flow(prev, cur)``, ``image_encoder(cur)``, ``audio_encoder(log_mel)``,
 ``text_encoder(tokens)`` (once per vocabulary), ``vta(features, classes, scene)``,
 ``mask_decoder(aligned, dense, flow, audio, classes)``. The post-mask head is used in
-training only.
+training only. Building a model and reading and writing checkpoints is
+:mod:`avss_sdk.modeling.checkpoint`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from avss_sdk.errors import AvssError
 from avss_sdk.modeling.audio_encoder import AudioEncoder
 from avss_sdk.modeling.flow import FlowEstimator
 from avss_sdk.modeling.image_encoder import build_image_encoder
@@ -29,11 +24,7 @@ from avss_sdk.modeling.mask_decoder import DecoderOutput, MaskDecoder
 from avss_sdk.modeling.post_mask import PostMaskHead
 from avss_sdk.modeling.text_encoder import TextEncoder, create_open_clip
 from avss_sdk.modeling.vta import VisualTextualAlignment
-from avss_sdk.runtime.manifest import write_atomic
-
-CHECKPOINT_FORMAT = "avss_sdk.ssp_ov"
-CHECKPOINT_VERSION = 1
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "ssp_ov_default.pt"
+from avss_sdk.vocab import CATEGORY_TEMPLATES, SCENE_TEMPLATE
 
 
 @dataclass
@@ -80,22 +71,27 @@ class ForwardOutput:
 class SSPOV(nn.Module):
     """Stages of SSP-OV plus the training-only post-mask head."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, category_templates: Sequence[str] = CATEGORY_TEMPLATES,
+                 scene_template: str = SCENE_TEMPLATE) -> None:
         super().__init__()
         self.config = config
         clip = create_open_clip(config.text_model, config.text_checkpoint)
         visual = clip.visual if config.backbone == "open_clip" else None
-        self.text_encoder = TextEncoder(clip, config.text_model)
+        self.text_encoder = TextEncoder(clip=clip, model_name=config.text_model,
+                                        category_templates=category_templates, scene_template=scene_template)
         embed_dim = self.text_encoder.embed_dim
-        self.flow = FlowEstimator(config.flow_width)
-        self.image_encoder = build_image_encoder(config.backbone, config.hidden_dim, embed_dim,
-                                                 config.pretrained_backbone, visual)
-        self.audio_encoder = AudioEncoder(config.audio_dim)
-        self.vta = VisualTextualAlignment(config.hidden_dim, embed_dim, config.heads, enabled=config.use_vta)
-        self.mask_decoder = MaskDecoder(config.hidden_dim, embed_dim, config.audio_dim, config.num_queries,
-                                        config.decoder_layers, config.heads, use_premask=config.use_premask,
+        self.flow = FlowEstimator(width=config.flow_width)
+        self.image_encoder = build_image_encoder(backbone=config.backbone, hidden_dim=config.hidden_dim,
+                                                 embed_dim=embed_dim, pretrained=config.pretrained_backbone,
+                                                 open_clip_visual=visual)
+        self.audio_encoder = AudioEncoder(dim=config.audio_dim)
+        self.vta = VisualTextualAlignment(hidden_dim=config.hidden_dim, embed_dim=embed_dim, heads=config.heads,
+                                          enabled=config.use_vta)
+        self.mask_decoder = MaskDecoder(hidden_dim=config.hidden_dim, embed_dim=embed_dim, audio_dim=config.audio_dim,
+                                        num_queries=config.num_queries, layers=config.decoder_layers,
+                                        heads=config.heads, use_premask=config.use_premask,
                                         use_heard_gate=config.use_heard_gate)
-        self.post_mask = PostMaskHead(config.hidden_dim) if config.use_post_mask else None
+        self.post_mask = PostMaskHead(hidden_dim=config.hidden_dim) if config.use_post_mask else None
 
     def scene_embeddings(self, descriptions: list[str | None]) -> torch.Tensor:
         """[B, D] scene prompt embeddings; all "no scene text" when the scene prompt is switched off."""
@@ -113,73 +109,3 @@ class SSPOV(nn.Module):
         decoded = self.mask_decoder.decode(aligned, dense, flow.detach(), audio, class_embeddings)
         post = self.post_mask(decoded.pixel_features) if self.post_mask is not None else None
         return ForwardOutput(flow, decoded, post)
-
-
-class CheckpointError(AvssError, ValueError):
-    """A file that is not an SSP-OV checkpoint, or one that does not match the model."""
-
-
-def build_model(config: ModelConfig) -> SSPOV:
-    return SSPOV(config)
-
-
-def save_checkpoint(path: str | os.PathLike, model: SSPOV, extra: dict[str, Any] | None = None,
-                    half: bool = False) -> None:
-    """Write ``model`` (and ``extra``: optimizer, step, ...) atomically: temp file, fsync, rename."""
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-               "config": dataclasses.asdict(model.config), "model": state, **(extra or {})}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomic(path, buffer.getvalue())
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """"default" -> the shipped checkpoint; otherwise the path, which must exist."""
-    resolved = DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
-    if not resolved.is_file():
-        hint = " (the package ships without its default model?)" if str(path) == "default" else ""
-        raise FileNotFoundError(f"checkpoint not found: {resolved}{hint}")
-    return resolved
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and validate a checkpoint file; a clear :class:`CheckpointError` for anything else."""
-    path = resolve_checkpoint(path)
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
-        raise CheckpointError(f"{path} is not a readable checkpoint: not a torch.save archive")
-    try:
-        # weights_only: a checkpoint is data. Unpickling arbitrary objects would let a file run code.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers; it is refused "
-                              f"unread because loading it could run code. Re-save it with only state dicts, "
-                              f"numbers, strings, lists and dicts") from None
-    except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an SSP-OV checkpoint (from another model or program?)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
-                              f"this avss_sdk reads version {CHECKPOINT_VERSION}")
-    model = payload.get("model")
-    if not isinstance(payload.get("config"), dict) or not isinstance(model, dict) \
-            or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise CheckpointError(f"{path} is damaged: it needs a 'config' mapping and a 'model' state dict of tensors")
-    return payload
-
-
-def load_model(path: str | os.PathLike, **overrides: Any) -> tuple[SSPOV, dict[str, Any]]:
-    """(model in eval mode with the checkpoint's weights in float32, the checkpoint payload)."""
-    payload = read_checkpoint(path)
-    try:
-        config = ModelConfig.from_dict({**payload["config"], "pretrained_backbone": False, **overrides})
-        model = build_model(config)
-    except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: torch refused a size
-        raise CheckpointError(f"{path} holds a model config this code cannot build: {error}") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path} does not match its model config: missing {result.missing_keys[:3]}, "
-                              f"unexpected {result.unexpected_keys[:3]}")
-    return model.eval(), payload

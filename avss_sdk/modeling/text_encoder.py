@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avss_sdk.modeling.open_clip_import import import_open_clip
-from avss_sdk.vocab import category_prompts, scene_prompt
+from avss_sdk.vocab import CATEGORY_TEMPLATES, SCENE_TEMPLATE, category_prompts, scene_prompt
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
@@ -44,8 +45,12 @@ def create_open_clip(model_name: str, checkpoint: str | None) -> nn.Module:
 class TextEncoder(nn.Module):
     """forward(token_ids [N, L] int64) -> [N, D] unit vectors. Holds the learned "no scene text" embedding."""
 
-    def __init__(self, clip: nn.Module, model_name: str) -> None:
+    def __init__(self, *, clip: nn.Module, model_name: str, category_templates: Sequence[str] = CATEGORY_TEMPLATES,
+                 scene_template: str = SCENE_TEMPLATE) -> None:
         super().__init__()
+        # The prompt templates the model is trained with: saved in its checkpoint and its export's manifest.
+        self.category_templates = tuple(category_templates)
+        self.scene_template = scene_template
         self.clip = clip
         self.clip.visual = nn.Identity()  # the image tower, if used, belongs to the image encoder
         self.model_name = model_name
@@ -68,7 +73,7 @@ class TextEncoder(nn.Module):
 
     def embed_categories(self, names: list[str]) -> torch.Tensor:
         """[K, D]: per category, the normalised mean of its prompt-ensemble embeddings."""
-        prompts = [p for name in names for p in category_prompts(name)]
+        prompts = [p for name in names for p in category_prompts(name, self.category_templates)]
         emb = self(self.tokenize(prompts)).view(len(names), -1, self.embed_dim)
         return F.normalize(emb.mean(dim=1), dim=-1)
 
@@ -78,6 +83,6 @@ class TextEncoder(nn.Module):
         out = F.normalize(self.no_scene, dim=0).expand(len(descriptions), -1)
         if not given:
             return out
-        emb = self(self.tokenize([scene_prompt(descriptions[i]) for i in given]))
+        emb = self(self.tokenize([scene_prompt(descriptions[i], self.scene_template) for i in given]))
         index = torch.tensor(given, device=emb.device)
         return out.index_copy(0, index, emb)

@@ -21,7 +21,7 @@ class VisualTextualAlignment(nn.Module):
     unchanged; the scene embedding alone is then ignored too.
     """
 
-    def __init__(self, hidden_dim: int, embed_dim: int, heads: int = 4, enabled: bool = True) -> None:
+    def __init__(self, *, hidden_dim: int, embed_dim: int, heads: int = 4, enabled: bool = True) -> None:
         super().__init__()
         self.enabled = enabled
         self.norm = nn.LayerNorm(hidden_dim)

@@ -39,8 +39,12 @@ class BackendError(AvssError, RuntimeError):
 
 
 class Backend(Protocol):
+    """What every backend offers the segmenter."""
+
     name: str
     description: str
+    max_vocab: int | None  # the largest vocabulary it accepts (TensorRT: its profiles' limit); None: any
+
 
     def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -62,6 +66,7 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    max_vocab = None  # the ONNX files take any vocabulary size
 
     def __init__(self, manifest: Manifest, precision: str = "fp32", providers: list[str] | None = None,
                  threads: int | None = None, bind_io: bool | None = None,
@@ -141,6 +146,7 @@ class TorchBackend:
     """The checkpoint the manifest was exported from, run by its PyTorch modules (the reference)."""
 
     name = "torch"
+    max_vocab = None
 
     def __init__(self, manifest: Manifest, threads: int | None = None) -> None:
         try:
@@ -148,7 +154,7 @@ class TorchBackend:
         except ImportError as error:
             raise BackendError("the torch backend needs PyTorch (pip install torch==2.13.0 and "
                                "avss_sdk[train]); the onnxruntime backend does not") from error
-        from avss_sdk.modeling.ssp_ov import load_model
+        from avss_sdk.modeling.checkpoint import load_model
 
         checkpoint = manifest.path(manifest.model.checkpoint or "")
         if not checkpoint.is_file():
@@ -186,25 +192,31 @@ class TensorRTBackend:
 
     def __init__(self, manifest: Manifest, cache_dir: str | os.PathLike,
                  log: Callable[[str], None] = log_to_stderr) -> None:
-        from avss_sdk.runtime import tensorrt_backend as trt_backend
-        from avss_sdk.runtime.tensorrt_build import runtime_precision
+        from avss_sdk.runtime import tensorrt_build as build
+        from avss_sdk.runtime.tensorrt_backend import TensorRTStage
+        from avss_sdk.runtime.tensorrt_common import TENSORRT_INSTALL_HINT, compute_capability, tensorrt_version
 
-        version = trt_backend.tensorrt_version()
+        version = tensorrt_version()
         if version is None:
-            raise BackendError(f"TensorRT is not installed: {trt_backend.TENSORRT_INSTALL_HINT}")
+            raise BackendError(f"TensorRT is not installed: {TENSORRT_INSTALL_HINT}")
         try:
-            capability = trt_backend.compute_capability()
+            capability = compute_capability()
         except Exception as error:  # cuda-python missing, no driver, no GPU
             raise BackendError(f"TensorRT needs a CUDA GPU: {error}") from error
-        precision = runtime_precision(manifest, version)
+        precision = build.runtime_precision(manifest, version)
+        plugin, reason = build.plugin_choice(manifest, version, capability)
+        if reason is not None:
+            log(f"avss_sdk: {reason}")
         try:
-            engines = trt_backend.TensorRTEngineCache(log).ensure(manifest, precision, 2.0, False,
-                                                                  Path(cache_dir) / "engines" / manifest.model_hash)
-        except (RuntimeError, ValueError) as error:  # a failed (re)build: other backends may still run
+            engines = build.TensorRTEngineCache(log).ensure(manifest, precision, 2.0, plugin,
+                                                            Path(cache_dir) / "engines" / manifest.model_hash)
+            self.stages = {name: TensorRTStage(path, plugin=uses_plugin) for name, (path, uses_plugin) in engines.items()}
+        except (RuntimeError, ValueError) as error:  # a failed (re)build or load: other backends may still run
             raise BackendError(f"no usable TensorRT engines: {error}") from error
-        self.stages = {name: trt_backend.TensorRTStage(path) for name, path in engines.items()}
-        self.max_vocab = manifest.max_vocab
-        self.description = f"tensorrt {version} (compute capability {capability}, {precision})"
+        self.max_vocab: int | None = manifest.max_vocab
+        with_plugin = sorted(name for name, (_, uses_plugin) in engines.items() if uses_plugin)
+        extra = f", fused-attention plugin in {', '.join(with_plugin)}" if with_plugin else ""
+        self.description = f"tensorrt {version} (compute capability {capability}, {precision}{extra})"
 
     def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.stages[stage](**inputs)

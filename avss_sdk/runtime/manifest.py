@@ -1,6 +1,6 @@
 """``manifest.json``: the one file the runtime reads to find and feed a model's stages.
 
-Written by ``export/build_engines.py`` into its output directory, next to the ONNX files
+Written by ``avss-build-engines`` (:mod:`avss_sdk.export.build_engines`) into its output directory, next to the ONNX files
 (``onnx/<stage>.<precision>.onnx``), the tokenizer (``tokenizer.json``) and, where
 TensorRT was present, the engines (``engines/<stage>.<precision>.engine``). Paths inside
 are relative to the manifest's directory, so the directory can be moved or shipped (the
@@ -20,7 +20,7 @@ Layout (``format`` "avss_sdk.manifest", ``version`` 1)::
                   inputs and outputs [{name, shape, dtype}]
                   (a shape entry is an int or the name of a dynamic axis: "batch", "vocab",
                   "prompts"), engine (null, or file, precision, tensorrt_version,
-                  compute_capability, profile, key)
+                  compute_capability, profile, key, plugin)
     engines:      built (bool) and reason (why not, when not)
 
 Every section is typed and checked when the manifest is made or loaded (a hex model hash,
@@ -47,6 +47,7 @@ from typing import Any
 from avss_sdk.errors import AvssError
 from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.preprocess import IMAGE_MEAN, IMAGE_STD, LOG_MEL_SAMPLES, MEL_BANDS, MEL_FRAMES
+from avss_sdk.fileio import file_hash, write_atomic  # noqa: F401  (file_hash: part of this module's API)
 
 MANIFEST_FORMAT = "avss_sdk.manifest"
 MANIFEST_VERSION = 1
@@ -251,6 +252,7 @@ class EngineEntry:
     compute_capability: str
     profile: dict[str, dict[str, list[int]]]
     key: str
+    plugin: bool = False  # whether the engine embeds the avss::FusedCrossAttention plugin
 
 
 @dataclass
@@ -384,7 +386,7 @@ class Manifest:
         location = Path(location)
         path = location / MANIFEST_NAME if location.is_dir() else location
         if not path.is_file():
-            raise ManifestError(f"no manifest at {path} (write one with: python export/build_engines.py "
+            raise ManifestError(f"no manifest at {path} (write one with: avss-build-engines "
                                 f"--checkpoint default --out {path.parent})")
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
@@ -394,7 +396,7 @@ class Manifest:
             raise ManifestError(f"{path} is not an avss_sdk manifest")
         if values.get("version") != MANIFEST_VERSION:
             raise ManifestError(f"{path} has manifest version {values.get('version')}; "
-                                f"this avss_sdk reads version {MANIFEST_VERSION} (re-run export/build_engines.py)")
+                                f"this avss_sdk reads version {MANIFEST_VERSION} (re-run avss-build-engines)")
         try:
             stages_values = _section(values, "stages")
             stages = {name: StageEntry.from_dict(name, _section(stages_values, name)) for name in STAGE_NAMES}
@@ -446,33 +448,12 @@ def check_onnx_file(manifest: Manifest, stage: str, precision: str, cache_dir: s
     return path
 
 
-def file_hash(path: str | os.PathLike, length: int = 16) -> str:
-    """The first ``length`` hex digits of a file's sha256: model hashes and cache keys."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
-
-
 def engine_key(tensorrt_version: str, compute_capability: str, onnx_hash: str, precision: str,
-               profile: dict[str, dict[str, list[int]]]) -> str:
-    """The engine cache key: an engine is reused only when all of these match."""
-    text = json.dumps([tensorrt_version, compute_capability, onnx_hash, precision, profile], sort_keys=True)
+               profile: dict[str, dict[str, list[int]]], plugin: bool = False) -> str:
+    """The engine cache key: an engine is reused only when all of these match. A plugin engine's
+    key also holds "plugin" (a plain engine's key is what it was before plugin engines existed)."""
+    fields: list[Any] = [tensorrt_version, compute_capability, onnx_hash, precision, profile]
+    if plugin:
+        fields.append("plugin")
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -1,7 +1,9 @@
-"""Build one stage's TensorRT engine from its ONNX file, for TensorRT 10.3 through 11.x.
+"""Build TensorRT engines from the manifest's ONNX files and keep them matched to this machine.
 
-Used by ``export/build_engines.py`` and, to rebuild engines that no longer match the
-machine, by :class:`avss_sdk.runtime.tensorrt_backend.TensorRTEngineCache`.
+For TensorRT 10.3 through 11.x. Used by the export (``avss-build-engines``) and by the
+runtime's :class:`TensorRTEngineCache`, which rebuilds what no longer matches; the engines
+are run by :mod:`avss_sdk.runtime.tensorrt_backend`, and both share
+:mod:`avss_sdk.runtime.tensorrt_common` (versions, the GPU, engine files).
 
 Precision, by TensorRT version (:func:`precision_mode`, a pure function of the version):
 
@@ -12,41 +14,47 @@ Precision, by TensorRT version (:func:`precision_mode`, a pure function of the v
   created ``STRONGLY_TYPED`` from the ONNX of the requested precision (the export's fp16
   ONNX holds the types), so TensorRT follows the types in the file.
 
-:func:`onnx_precision` says which of the manifest's ONNX files that means. Engines are
-cached by :func:`avss_sdk.runtime.manifest.engine_key` of TensorRT version, GPU compute
-capability, ONNX file hash, precision and profile; :func:`engine_is_current` says in words
-what changed when one of them did.
+The fused-attention plugin (:mod:`avss_sdk.runtime.tensorrt_plugin`): where the export wrote
+``-plugin`` ONNX variants and TensorRT >= 10.9 can embed the kernel, :func:`plugin_choice`
+picks plugin engines for the stages with attention, else the plain engines with a one-line
+reason. Every engine entry records whether it embeds the plugin, and the cache key holds it.
+
+Engines are cached by :func:`avss_sdk.runtime.manifest.engine_key` of TensorRT version, GPU
+compute capability, ONNX file hash, precision, profile and plugin; :func:`engine_is_current`
+says in words what changed when one of them did.
 """
 
 from __future__ import annotations
 
-import re
+import json
+import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 from avss_sdk.errors import AvssError
-from avss_sdk.runtime.manifest import PRECISIONS, EngineEntry, Manifest, StageEntry, engine_key, file_hash, write_atomic
-from avss_sdk.runtime.tensorrt_backend import (  # noqa: F401  (re-exported: the builder's public API)
+from avss_sdk.fileio import file_hash, write_atomic
+from avss_sdk.runtime import tensorrt_plugin
+from avss_sdk.runtime.manifest import PRECISIONS, EngineEntry, Manifest, StageEntry, engine_key
+from avss_sdk.runtime.tensorrt_plugin import stage_uses_plugin
+from avss_sdk.runtime.tensorrt_common import (
+    MIN_TENSORRT,
+    STRONGLY_TYPED_FROM,
     EngineFileError,
-    TensorRTUnavailable,
     check_engine_file,
     compute_capability,
+    format_version,
     import_tensorrt,
+    parse_version,
+    record_path,
     tensorrt_version,
     write_engine,
 )
 
-__all__ = ["EngineBuildError", "EngineFileError", "TensorRTUnavailable", "build_engine", "build_profile",
-           "check_engine_file", "compute_capability", "engine_is_current", "import_tensorrt", "onnx_precision",
-           "parse_version", "precision_mode", "runtime_precision", "stage_onnx", "stage_profile", "tensorrt_version"]
-
-MIN_TENSORRT = (10, 3)
-STRONGLY_TYPED_FROM = (11, 0)
 DYNAMIC_AXES = ("batch", "vocab", "prompts")
 OPT_VOCAB = 16
 OPT_PROMPTS = 16
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[.+-][0-9A-Za-z][0-9A-Za-z.+-]*)?$")
 
 Profile = dict[str, dict[str, list[int]]]
 
@@ -55,21 +63,13 @@ class EngineBuildError(AvssError, RuntimeError):
     """TensorRT could not parse the ONNX or build the engine; the message says where and why."""
 
 
-def parse_version(version: str) -> tuple[int, ...]:
-    """'10.3.0.30' -> (10, 3, 0, 30); '11.0' -> (11, 0); ValueError for anything not a version."""
-    match = _VERSION.match(str(version).strip())
-    if not match:
-        raise ValueError(f"not a TensorRT version: {version!r} (expected e.g. '10.3.0.30')")
-    return tuple(int(g) for g in match.groups() if g is not None)
-
-
 def precision_mode(version: str, precision: str) -> str:
     """How TensorRT ``version`` gets ``precision``: "builder_flags" (10.x) or "strongly_typed" (>= 11)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     parsed = parse_version(version)
     if parsed[:2] < MIN_TENSORRT:
-        raise ValueError(f"TensorRT {version} is older than {'.'.join(map(str, MIN_TENSORRT))}, "
+        raise ValueError(f"TensorRT {version} is older than {format_version(MIN_TENSORRT)}, "
                          "the oldest this SDK supports (JetPack 6)")
     return "strongly_typed" if parsed[:2] >= STRONGLY_TYPED_FROM else "builder_flags"
 
@@ -90,11 +90,24 @@ def runtime_precision(manifest: Manifest, version: str) -> str:
     return "fp16" if has_fp16 or precision_mode(version, "fp16") == "builder_flags" else "fp32"
 
 
+def plugin_choice(manifest: Manifest, version: str | None, capability: str) -> tuple[bool, str | None]:
+    """(True, None) to build and run plugin engines, (False, None) when the export has none to
+    offer, (False, why not in one line) when it has but this TensorRT or GPU cannot have them."""
+    offered = any(stage_uses_plugin(stage.onnx, True) or (stage.engine is not None and stage.engine.plugin)
+                  for stage in manifest.stages.values())
+    if not offered:
+        return False, None
+    reason = tensorrt_plugin.plugin_unavailable_reason(version, capability)
+    if reason is not None:
+        return False, f"plain TensorRT engines instead of the fused-attention plugin: {reason}"
+    return True, None
+
+
 def stage_onnx(manifest: Manifest, stage: str, version: str, precision: str, plugin: bool) -> Path:
     """The ONNX file an engine of ``stage`` is built from: :func:`onnx_precision`'s file, or in plugin
     mode its ``"<precision>-plugin"`` variant where the export wrote one (stages with attention)."""
     key = onnx_precision(version, precision)
-    if plugin and f"{key}-plugin" in manifest.stages[stage].onnx:
+    if stage_uses_plugin(manifest.stages[stage].onnx, plugin) and f"{key}-plugin" in manifest.stages[stage].onnx:
         key = f"{key}-plugin"
     return manifest.onnx_path(stage, key)
 
@@ -134,8 +147,11 @@ def build_profile(stage: StageEntry, max_vocab: int, max_batch: int = 1, max_pro
 
 
 def engine_is_current(entry: EngineEntry, tensorrt_version: str, compute_capability: str, onnx_hash: str,
-                      precision: str, profile: Profile) -> tuple[bool, str]:
+                      precision: str, profile: Profile, plugin: bool = False) -> tuple[bool, str]:
     """(True, "up to date") when ``entry`` was built for exactly these; else (False, what changed)."""
+    if entry.plugin != plugin:
+        return False, ("built with the fused-attention plugin, a plain engine is wanted" if entry.plugin
+                       else "built without the fused-attention plugin, a plugin engine is wanted")
     if entry.tensorrt_version != tensorrt_version:
         return False, f"built for TensorRT {entry.tensorrt_version}, this is {tensorrt_version}"
     if entry.compute_capability != compute_capability:
@@ -148,7 +164,7 @@ def engine_is_current(entry: EngineEntry, tensorrt_version: str, compute_capabil
         changed = [n for n in names if entry.profile.get(n) != profile.get(n)]
         details = "; ".join(f"{n}: {entry.profile.get(n)} -> {profile.get(n)}" for n in changed)
         return False, f"built for other input shapes ({details})"
-    if entry.key != engine_key(tensorrt_version, compute_capability, onnx_hash, precision, profile):
+    if entry.key != engine_key(tensorrt_version, compute_capability, onnx_hash, precision, profile, plugin):
         return False, "built from another ONNX file (its hash changed)"
     return True, "up to date"
 
@@ -167,18 +183,11 @@ def _parser_errors(parser: Any) -> list[str]:
     return lines
 
 
-def _register_plugin(version: str) -> None:
+def _register_plugin(version: str, ptx_path: Path) -> None:
     try:
-        from kernels.trt_plugin import plugin_supported, register_plugin
-    except ImportError as error:
-        raise EngineBuildError(f"plugin mode needs kernels/ from the avss_sdk source tree ({error})") from error
-    if not plugin_supported(version):
-        raise EngineBuildError(f"the avss::FusedCrossAttention plugin needs TensorRT >= 10.9 (AOT plugins); "
-                               f"this is {version}: export without the plugin (plain attention) instead")
-    try:
-        register_plugin()
-    except FileNotFoundError as error:
-        raise EngineBuildError(str(error)) from error
+        tensorrt_plugin.register_plugin(ptx_path)
+    except tensorrt_plugin.KernelBuildError as error:
+        raise EngineBuildError(f"cannot build a plugin engine: {error}; build the plain engines instead") from None
 
 
 def _set_profile(builder: Any, network: Any, config: Any, profile: Profile) -> None:
@@ -215,11 +224,14 @@ def _timing_cache(config: Any, path: Path | None, log: Callable[[str], None]) ->
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, profile: Profile,
-                 workspace_gb: float = 2.0, timing_cache_path: str | Path | None = None, plugin: bool = False,
-                 log: Callable[[str], None] = print, relative_to: str | Path | None = None) -> EngineEntry:
+                 workspace_gb: float = 2.0, timing_cache_path: str | Path | None = None,
+                 plugin_ptx: str | Path | None = None, log: Callable[[str], None] = print,
+                 relative_to: str | Path | None = None) -> EngineEntry:
     """Parse ``onnx_path``, build the engine, write it (atomically, with its checksum sidecar) to
     ``engine_path``, update the timing cache, and return its manifest :class:`EngineEntry`
-    (``file`` relative to ``relative_to`` when given). Pick ``onnx_path`` with :func:`onnx_precision`."""
+    (``file`` relative to ``relative_to`` when given). Pick ``onnx_path`` with :func:`stage_onnx`.
+    ``plugin_ptx``: the kernel's PTX (:func:`avss_sdk.runtime.tensorrt_plugin.ensure_ptx`) for an
+    ONNX with ``avss::FusedCrossAttention`` nodes; the engine then embeds it."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise EngineBuildError(f"ONNX file {onnx_path} does not exist")
@@ -229,8 +241,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     version = str(trt.__version__)
     mode = precision_mode(version, precision)
     capability = compute_capability()
-    if plugin:
-        _register_plugin(version)
+    if plugin_ptx is not None:
+        _register_plugin(version, Path(plugin_ptx))
 
     errors: list[str] = []
 
@@ -264,6 +276,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     _timing_cache(config, cache_path, log)
 
     how = "BuilderFlag.FP16 on the fp32 graph" if mode == "builder_flags" and precision == "fp16" else mode
+    if plugin_ptx is not None:
+        how += ", fused-attention plugin"
     log(f"building {engine_path.name} from {onnx_path.name}: TensorRT {version}, {precision} ({how}), "
         f"GPU sm {capability}, workspace {workspace_gb:g} GiB")
     start = time.monotonic()
@@ -276,5 +290,85 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     log(f"built {engine_path} in {time.monotonic() - start:.0f} s")
     file = str(engine_path.resolve().relative_to(Path(relative_to).resolve())) if relative_to else str(engine_path)
+    plugin = plugin_ptx is not None
     return EngineEntry(file=file, precision=precision, tensorrt_version=version, compute_capability=capability,
-                       profile=profile, key=engine_key(version, capability, file_hash(onnx_path), precision, profile))
+                       profile=profile, key=engine_key(version, capability, file_hash(onnx_path), precision, profile,
+                                                       plugin), plugin=plugin)
+
+
+class TensorRTEngineCache:
+    """Engines for every stage of a manifest that match this machine, rebuilt when they do not.
+
+    A stage's engine is reused when :func:`engine_is_current` finds its recorded TensorRT
+    version, GPU, ONNX hash, precision, profile and plugin unchanged (the manifest's own engine
+    first, then one in ``cache_dir``, recorded in ``<engine>.json``); anything else is rebuilt
+    from the stage's ONNX into ``cache_dir``, with a message saying what changed.
+    """
+
+    def __init__(self, log: Callable[[str], None] = print) -> None:
+        self.log = log
+
+    def ensure(self, manifest: Manifest, precision: str, workspace_gb: float, plugin: bool,
+               cache_dir: str | os.PathLike) -> dict[str, tuple[Path, bool]]:
+        """{stage: (engine path, whether it embeds the plugin)} for every stage, building into
+        ``cache_dir`` what is missing or stale. With ``plugin`` (see :func:`plugin_choice`), the
+        stages with attention get plugin engines; where the kernel's PTX cannot be compiled here,
+        plain ones, with a one-line reason."""
+        version = tensorrt_version()
+        if version is None:
+            import_tensorrt()  # raises with the install hint
+        capability = compute_capability()
+        cache_dir = Path(cache_dir)
+        engines = {}
+        for name in manifest.stages:
+            uses_plugin = stage_uses_plugin(manifest.stages[name].onnx, plugin)
+            path, reason = self.select(manifest, name, precision, version, capability, cache_dir, uses_plugin)
+            ptx = None
+            if path is None and uses_plugin:
+                try:
+                    ptx = tensorrt_plugin.ensure_ptx(cache_dir, log=self.log)
+                except tensorrt_plugin.KernelBuildError as error:
+                    self.log(f"{name}: a plain engine instead of the fused-attention plugin: {error}")
+                    uses_plugin = False
+                    path, reason = self.select(manifest, name, precision, version, capability, cache_dir, False)
+            if path is None:
+                onnx_path = stage_onnx(manifest, name, version, precision, uses_plugin)
+                self.log(f"{name}: {reason}: rebuilding from {onnx_path}")
+                path = cache_dir / f"{name}.{precision}{'-plugin' if uses_plugin else ''}.engine"
+                entry = build_engine(onnx_path, path, precision, stage_profile(manifest, name), workspace_gb,
+                                     cache_dir / "timing.cache", ptx, self.log)
+                entry.file = path.name
+                write_atomic(record_path(path), (json.dumps(asdict(entry), indent=2) + "\n").encode("utf-8"))
+            engines[name] = (path, uses_plugin)
+        return engines
+
+    def select(self, manifest: Manifest, stage: str, precision: str, version: str, capability: str,
+               cache_dir: str | os.PathLike, plugin: bool = False) -> tuple[Path | None, str]:
+        """(engine path, "up to date") for a usable engine of ``stage`` built for ``version``,
+        ``capability`` and ``plugin`` (the manifest's own first, then ``cache_dir``'s), else (None, why not)."""
+        uses_plugin = stage_uses_plugin(manifest.stages[stage].onnx, plugin)
+        onnx_hash = file_hash(stage_onnx(manifest, stage, version, precision, uses_plugin))
+        profile = stage_profile(manifest, stage)
+        candidates = []
+        entry = manifest.stages[stage].engine
+        if entry is not None:
+            candidates.append((entry, manifest.path(entry.file)))
+        cached = Path(cache_dir) / f"{stage}.{precision}{'-plugin' if uses_plugin else ''}.engine"
+        record = record_path(cached)
+        if record.is_file():
+            try:
+                candidates.append((EngineEntry(**json.loads(record.read_text(encoding="utf-8"))), cached))
+            except (TypeError, ValueError) as error:
+                self.log(f"{stage}: ignoring unreadable engine record {record} ({error})")
+        reason = "no engine built yet"
+        for entry, path in candidates:
+            current, reason = engine_is_current(entry, version, capability, onnx_hash, precision, profile,
+                                                uses_plugin)
+            if current:
+                try:
+                    check_engine_file(path)
+                except EngineFileError as error:
+                    current, reason = False, str(error)
+            if current:
+                return path, reason
+        return None, reason

@@ -31,8 +31,9 @@ from torch import nn
 from tqdm import tqdm
 
 from avss_sdk.data.avsbench import AVSSDataset
-from avss_sdk.modeling.ssp_ov import SSPOV, ForwardOutput, ModelConfig, build_model, read_checkpoint, save_checkpoint
-from avss_sdk.runtime.manifest import write_atomic
+from avss_sdk.fileio import write_atomic
+from avss_sdk.modeling.checkpoint import build_model, read_checkpoint, save_checkpoint
+from avss_sdk.modeling.ssp_ov import SSPOV, ForwardOutput, ModelConfig
 from avss_sdk.training.data import Batch, FrameArrays, label_lookup, make_batch, prepare_frames
 from avss_sdk.training.losses import LossWeights, total_loss
 

@@ -8,23 +8,11 @@ the ground-truth flow of each visible pixel is that similarity transform, exactl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from avss_sdk.data.synthavs.scene import Scene, SceneObject
-
-# Muted, low-chroma colours: none can be mistaken for a (saturated) object colour.
-BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
-    "grey": (128, 128, 128),
-    "beige": (170, 160, 138),
-    "slate": (100, 110, 124),
-    "sage": (124, 138, 118),
-    "taupe": (140, 126, 116),
-}
-PATTERNS = ("striped", "checkered", "mottled", "shaded", "plain")
+from avss_sdk.data.synthavs.scene import BACKGROUND_COLOURS, Scene, SceneObject
 
 _SUBPIXEL_BITS = 4
 

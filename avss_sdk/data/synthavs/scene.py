@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avss_sdk.data.synthavs.categories import BASE, CATEGORIES, Category
-from avss_sdk.data.synthavs.render import BACKGROUND_COLOURS, PATTERNS
 from avss_sdk.media import WINDOW_SECONDS
 
 AUDIO_OFFSET = WINDOW_SECONDS  # audio before frame 0: one full causal window for frame 0
 SPLITS = ("train", "val", "test")
 NOISE_COLOURS = ("white", "pink", "brown")
+# Muted, low-chroma colours: none can be mistaken for a (saturated) object colour.
+BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
+    "grey": (128, 128, 128),
+    "beige": (170, 160, 138),
+    "slate": (100, 110, 124),
+    "sage": (124, 138, 118),
+    "taupe": (140, 126, 116),
+}
+PATTERNS = ("striped", "checkered", "mottled", "shaded", "plain")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from avss_sdk.data.synthavs.flow_png import write_flow_png
 from avss_sdk.data.synthavs.render import RenderedClip, render_clip
 from avss_sdk.data.synthavs.scene import AUDIO_OFFSET, SPLITS, Scene, sample_scene, scene_text
 from avss_sdk.data.synthavs.sound import synthesize_audio
+from avss_sdk.fileio import write_text_atomic
 from avss_sdk.media import SAMPLE_RATE
 
 SUBSET = "synth"  # the subset folder; metadata's "label" column
@@ -38,13 +39,6 @@ def clip_uid(split: str, seed: int, index: int) -> str:
 def clip_rng(split: str, seed: int, index: int) -> np.random.Generator:
     """The clip's own random stream: independent of worker count and clip order."""
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _clip_json(scene: Scene) -> dict:
@@ -131,10 +125,10 @@ def write_dataset_files(out: str | os.PathLike, split: str, seed: int, rows: lis
         writer = csv.DictWriter(text, METADATA_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(merged)
-        _write_text(meta, text.getvalue())
-        _write_text(root / "label2idx.json", json.dumps(label2idx(), indent=1) + "\n")
+        write_text_atomic(meta, text.getvalue())
+        write_text_atomic(root / "label2idx.json", json.dumps(label2idx(), indent=1) + "\n")
         split_names = {"base": [c.name for c in BASE], "novel": [c.name for c in NOVEL]}
-        _write_text(root / "ov_split.json", json.dumps(split_names, indent=1) + "\n")
+        write_text_atomic(root / "ov_split.json", json.dumps(split_names, indent=1) + "\n")
         listed = {r["uid"] for r in rows}
         for stale in (root / SUBSET).glob(prefix + "*"):
             if stale.name not in listed:

@@ -3,7 +3,7 @@
 Run before building engines, so that an export TensorRT cannot parse fails here, on any
 machine, with every offending node named, instead of on the Jetson with the first one.
 
-``python export/tensorrt_ops.py onnx/*.onnx [--no-plugin]`` exits 1 and lists the offenders.
+``python -m avss_sdk.export.tensorrt_ops onnx/*.onnx [--no-plugin]`` exits 1 and lists the offenders.
 ``--no-plugin`` also refuses ``avss::FusedCrossAttention``: TensorRT 10.3 has no AOT plugins,
 so exports meant for it must use the plain attention pattern.
 

@@ -102,7 +102,7 @@ def _model_file(manifest: Manifest, stage: StageEntry, backend: str, precision: 
     if backend == "tensorrt":
         if stage.engine is None:
             raise TritonExportError(f"stage {stage.name!r} has no TensorRT engine in {manifest.root}: build the "
-                                    "engines first (export/build_engines.py) or use backend='onnxruntime'")
+                                    "engines first (avss-build-engines) or use backend='onnxruntime'")
         return manifest.path(stage.engine.file)
     return manifest.onnx_path(stage.name, precision)
 

@@ -8,7 +8,7 @@ vocabulary size K in ``vta`` and ``mask_decoder`` and the number of prompts in
 
 * ``onnx.checker`` (full check, shapes inferred);
 * every node's op type against TensorRT 10.3's ONNX operator support
-  (``export/tensorrt_ops.py``): an unsupported node fails the export with its name;
+  (``avss_sdk/export/tensorrt_ops.py``): an unsupported node fails the export with its name;
 * ONNX Runtime against PyTorch on the same inputs, within :data:`TOLERANCES`, at two
   vocabulary sizes (a shape other than the one traced, so a dynamic axis that was
   specialised is caught).
@@ -45,12 +45,12 @@ from torch import nn
 from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.modeling.attention import ONNX_DOMAIN, ONNX_OP, export_as_plugin, onnx_translation_table
 from avss_sdk.modeling.flow import FLOW_STRIDE
-from avss_sdk.modeling.ssp_ov import SSPOV, ModelConfig, load_model, resolve_checkpoint
+from avss_sdk.modeling.checkpoint import load_model, resolve_checkpoint
+from avss_sdk.modeling.ssp_ov import SSPOV, ModelConfig
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.preprocess import IMAGE_MEAN, IMAGE_STD, LOG_MEL_SAMPLES, MEL_BANDS, MEL_FRAMES
 from avss_sdk.runtime.manifest import (Manifest, ModelInfo, Postprocess, Preprocess, StageEntry, TensorSpec, TextSection,
                                        file_hash)
-from avss_sdk.vocab import CATEGORY_TEMPLATES, SCENE_TEMPLATE
 
 OPSET = 18
 # Ops that stay FP32 in the FP16 graph: their range or accumulation needs it.
@@ -232,7 +232,7 @@ def _symbol_names(model: onnx.ModelProto, stage: StageExport) -> dict[str, str]:
 
 def check_stage(stage: StageExport, path: Path, precision: str) -> float:
     """Run every check on one exported file; returns the worst relative ONNX Runtime/PyTorch difference."""
-    from export.tensorrt_ops import UnsupportedOperatorError, check_tensorrt_ops
+    from avss_sdk.export.tensorrt_ops import UnsupportedOperatorError, check_tensorrt_ops
 
     model = onnx.load(str(path))
     try:
@@ -268,7 +268,7 @@ def check_stage(stage: StageExport, path: Path, precision: str) -> float:
 
 def check_plugin_stage(plain: onnx.ModelProto, plugin: onnx.ModelProto, path: Path) -> int:
     """The plugin file has the plain file's I/O, no plain attention left, and one plugin node per attention."""
-    from export.tensorrt_ops import check_tensorrt_ops
+    from avss_sdk.export.tensorrt_ops import check_tensorrt_ops
 
     nodes = [n for n in plugin.graph.node if (n.domain, n.op_type) == (ONNX_DOMAIN, ONNX_OP)]
     io = lambda m: ([i.name for i in m.graph.input], [o.name for o in m.graph.output])  # noqa: E731
@@ -285,10 +285,10 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
     Writes ``onnx/<stage>.fp32.onnx``, ``onnx/<stage>.fp16.onnx`` (unless ``fp16`` is False;
     the engine precision is then fp32), ``-plugin`` variants of the attention stages with
     ``plugin``, ``tokenizer.json`` and ``manifest.json`` (with no engines:
-    ``export/build_engines.py`` adds them where TensorRT is present).
+    ``avss-build-engines`` adds them where TensorRT is present).
     """
     precision = precision if fp16 else "fp32"
-    from export.tokenizer_json import write_tokenizer_json
+    from avss_sdk.export.tokenizer_json import write_tokenizer_json
 
     checkpoint = resolve_checkpoint(checkpoint)
     model, payload = load_model(checkpoint)
@@ -334,8 +334,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, max_vocab: int = 2
         preprocess=Preprocess(model.config.image_size, FLOW_STRIDE, IMAGE_MEAN, IMAGE_STD, SAMPLE_RATE, MEL_BANDS,
                               MEL_FRAMES, LOG_MEL_SAMPLES),
         postprocess=Postprocess(float(payload.get("foreground_threshold", FOREGROUND_THRESHOLD))),
-        text=TextSection("tokenizer.json", text.context_length, text.embed_dim, tuple(CATEGORY_TEMPLATES),
-                         SCENE_TEMPLATE, tuple(round(float(x), 7) for x in no_scene)),
+        text=TextSection("tokenizer.json", text.context_length, text.embed_dim, tuple(text.category_templates),
+                         text.scene_template, tuple(round(float(x), 7) for x in no_scene)),
         stages=stages,
         engines={"built": False, "reason": "ONNX export only"},
     )

@@ -1,6 +1,6 @@
 """Write open_clip's CLIP tokenizer as a Hugging Face ``tokenizer.json`` for the torch-free runtime.
 
-``python export/tokenizer_json.py --model avss-text-tiny --out tokenizer.json``
+``python -m avss_sdk.export.tokenizer_json --model avss-text-tiny --out tokenizer.json``
 
 open_clip tokenizes with ``SimpleTokenizer`` (``open_clip/tokenizer.py``). This module builds a
 ``tokenizers.Tokenizer`` that reproduces it, with the vocabulary and merges taken from the
@@ -37,15 +37,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-# Run as a script (``python export/tokenizer_json.py``), the repository root is not on the path.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: E402
+from avss_sdk.fileio import write_text_atomic
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 END_OF_WORD = "</w>"
@@ -115,31 +111,7 @@ def write_tokenizer_json(model_name: str, path: str | os.PathLike, context_lengt
     ``context_length`` defaults to the model config's (40 for avss-text-tiny, 77 for CLIP).
     """
     tokenizer = build_tokenizer(load_open_clip_tokenizer(model_name, context_length))
-    return save_atomically(tokenizer, path)
-
-
-def save_atomically(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
-    """Save to a temporary file next to ``path``, then rename it over ``path``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's mode
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(tokenizer.to_str(pretty=False))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_text_atomic(path, tokenizer.to_str(pretty=False))
 
 
 def main(argv: list[str] | None = None) -> int:
