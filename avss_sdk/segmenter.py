@@ -71,7 +71,8 @@ def clean_vocabulary(words: Sequence[str], max_words: int | None = None) -> list
     contains blank or absurdly long words, or has more than ``max_words`` words.
     """
     if isinstance(words, str):
-        raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {words.split(',')!r}?")
+        suggestion = [word.strip() for word in words.split(",") if word.strip()]
+        raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {suggestion!r}?")
     try:
         words = list(words)
     except TypeError:
@@ -106,16 +107,18 @@ class Segmenter:
     ``engines``: a directory with ``manifest.json`` from ``export/build_engines.py`` (None:
     the package's default model). ``backend``: "auto", "tensorrt", "onnxruntime" or "torch".
     ``flow``: "model" (the learned flow stage) or "dis" (OpenCV DIS optical flow, cheaper on
-    CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached.
+    CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached. ``verbose``:
+    also say why ``auto`` skipped TensorRT on a machine without an NVIDIA GPU.
     """
 
     def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] = (), scene: str | None = None,
                  backend: str = "auto", flow: str = "model", cache_dir: str | Path | None = None,
-                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr) -> None:
+                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr,
+                 verbose: bool = False) -> None:
         if flow not in FLOW_MODES:
             raise ValueError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
         self.manifest = Manifest.load(engines if engines is not None else DEFAULT_ENGINES)
-        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log)
+        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log, verbose)
         self.backend_name = self.backend.name
         self.flow_mode = flow
         text = self.manifest.text

@@ -103,8 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = (lambda message: None) if args.quiet else print
-    from avss_sdk.modeling.ssp_ov import CheckpointError
-    from export.export_onnx import ExportCheckError, export_model
+    try:
+        from avss_sdk.modeling.ssp_ov import CheckpointError
+        from export.export_onnx import ExportCheckError, export_model
+    except ModuleNotFoundError as error:  # a runtime-only install: exporting needs the training extras
+        print(f"error: exporting needs {error.name}, one of the training extras: install torch first (see the "
+              f"README), then pip install -e \".[train]\"", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     try:
         previous = Manifest.load(args.out)

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from avss_sdk.modeling.ssp_ov import read_checkpoint
+from avss_sdk.runtime.manifest import Manifest, file_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model.image_size=64", "model.hidden_dim=32", "model.audio_dim=32", "model.pretrained_backbone=false",
@@ -104,9 +106,17 @@ def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
         assert {row["split"] for row in scores["per_class"]} == {"base", "novel"}
 
 
-def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, tmp_path):
-    run, shipped = tmp_path / "run", tmp_path / "shipped.pt"
+def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(synth, tmp_path):
+    """ship.py writes the checkpoint and its ONNX export together (twice over, as a new default would be);
+    a failed ship touches neither; evaluation and both runtime backends use what was shipped."""
+    from avss_sdk.segmenter import Segmenter
+
+    run, shipped = tmp_path / "run", tmp_path / "models" / "model.pt"
+    onnx = shipped.parent / "default"
     assert _run(_train_args(synth, run, 3)).returncode == 0
+    result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--out", str(shipped)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = (file_hash(shipped), file_hash(onnx / "manifest.json"))
     result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
                        "--out", str(shipped)))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -114,10 +124,26 @@ def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, tmp_path
     assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
     threshold = payload["foreground_threshold"]
     assert 0 < threshold < 1 and "val harmonic mIoU by threshold" in result.stdout
+    manifest = Manifest.load(onnx)  # replaced with the checkpoint, in step
+    assert (file_hash(shipped), file_hash(onnx / "manifest.json")) != first
+    assert manifest.model_hash == file_hash(shipped) and manifest.postprocess["foreground_threshold"] == threshold
+    assert manifest.path(manifest.model["checkpoint"]).resolve() == shipped.resolve()
+    assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
+
+    shipped_files = (file_hash(shipped), file_hash(onnx / "onnx" / "vta.fp32.onnx"))
+    done = _run(_cmd("ship.py", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(shipped)))
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
+    assert (file_hash(shipped), file_hash(onnx / "onnx" / "vta.fp32.onnx")) == shipped_files
+
     report = tmp_path / "eval.json"
     assert _run(_cmd("evaluate.py", "--checkpoint", str(shipped), "--data", str(synth), "--json", str(report),
                      "--scene-text", "none", "--quiet")).returncode == 0
     assert json.loads(report.read_text())["foreground_threshold"] == threshold
+    for backend in ("onnxruntime", "torch"):
+        with Segmenter(onnx, vocab=["red star"], backend=backend, cache_dir=tmp_path / "cache",
+                       log=lambda m: None) as segmenter:
+            labels = segmenter.segment(np.zeros((64, 64, 3), np.uint8), np.zeros(15600, np.float32)).labels
+        assert labels.shape == (64, 64)
 
 
 def test_ablate_writes_a_table(synth, tmp_path):
