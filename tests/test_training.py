@@ -107,16 +107,18 @@ def test_evaluate_cli_writes_all_metrics(synth, tmp_path):
 
 
 def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(synth, tmp_path):
-    """ship.py writes the checkpoint and its ONNX export together (twice over, as a new default would be);
+    """ship.py replaces a shipped checkpoint and its ONNX export together, as a new default would be;
     a failed ship touches neither; evaluation and both runtime backends use what was shipped."""
-    from avss_sdk.segmenter import Segmenter
+    import shutil
+
+    from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
 
     run, shipped = tmp_path / "run", tmp_path / "models" / "model.pt"
     onnx = shipped.parent / "default"
-    assert _run(_train_args(synth, run, 3)).returncode == 0
-    result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--out", str(shipped)))
-    assert result.returncode == 0, result.stderr[-2000:]
+    shutil.copytree(DEFAULT_ENGINES, onnx)  # what is there before: another model's export
+    shipped.write_bytes(b"the previous checkpoint")
     first = (file_hash(shipped), file_hash(onnx / "manifest.json"))
+    assert _run(_train_args(synth, run, 3)).returncode == 0
     result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
                        "--out", str(shipped)))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -125,7 +127,7 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
     threshold = payload["foreground_threshold"]
     assert 0 < threshold < 1 and "val harmonic mIoU by threshold" in result.stdout
     manifest = Manifest.load(onnx)  # replaced with the checkpoint, in step
-    assert (file_hash(shipped), file_hash(onnx / "manifest.json")) != first
+    assert file_hash(shipped) != first[0] and file_hash(onnx / "manifest.json") != first[1]
     assert manifest.model_hash == file_hash(shipped) and manifest.postprocess["foreground_threshold"] == threshold
     assert manifest.path(manifest.model["checkpoint"]).resolve() == shipped.resolve()
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
