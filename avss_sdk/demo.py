@@ -265,10 +265,14 @@ class SnapshotSink:
             raise DemoError(f"could not write {self.path} (an image needs a .png or .jpg name in a folder that exists)")
 
 
+def status_text(fps: float, backend: str) -> str:
+    """ "12.3 fps  onnxruntime"; the backend alone until a frame rate is measured (never "0.0 fps")."""
+    return f"{fps:5.1f} fps  {backend}" if fps > 0 else backend
+
+
 def annotate(image: np.ndarray, fps: float, backend: str) -> np.ndarray:
-    """Write the frame rate (once measured) and the backend in the bottom-left corner of an RGB image (in place)."""
-    text = f"{fps:5.1f} fps  {backend}" if fps > 0 else backend
-    return caption(image, text, (6, image.shape[0] - 8), 0.45)
+    """Write :func:`status_text` in the bottom-left corner of an RGB image (in place)."""
+    return caption(image, status_text(fps, backend), (6, image.shape[0] - 8), 0.45)
 
 
 def make_sinks(args: argparse.Namespace) -> list[Sink]:

@@ -514,6 +514,13 @@ def test_demo_without_a_display_runs_headless_and_writes_segmented_mp4(monkeypat
     assert parse_args(["--snapshot", "x.png"]).out is None
 
 
+def test_demo_status_says_no_frame_rate_before_it_is_measured():
+    from avss_sdk.demo import status_text
+
+    assert status_text(0.0, "onnxruntime") == "onnxruntime"
+    assert status_text(12.34, "onnxruntime") == " 12.3 fps  onnxruntime"
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend, block, says", [("tensorrt", "", "TensorRT is not installed"),
                                                   ("torch", "sys.modules['torch'] = None\n", "needs PyTorch")])

@@ -222,3 +222,15 @@ def test_torchrun_distributed_data_parallel_on_cpu(synth, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(out / "model.pt")["step"] == 2
     assert len(_log(out)) == 2  # only rank 0 logs
+
+
+def test_evaluate_says_n_a_for_a_breakdown_without_frames():
+    import importlib.util
+
+    from avss_sdk.training.evaluate import SplitScores
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "train" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.breakdown(SplitScores(0.0, 0.0, 0.0, 0)) == "base    n/a  novel    n/a"
+    assert cli.breakdown(SplitScores(50.0, 25.0, 33.3, 4)) == "base  50.00  novel  25.00"
