@@ -5,8 +5,8 @@
     avss-demo                                               # no camera: the shipped demo clip
     avss-demo --headless --out segmented.mp4                # no window: write an H.264 video with sound
 
-Shows each frame with the sounding objects tinted in their word's colour, a legend and the
-frame rate, in a window (q or Esc quits). With no camera (and no --camera given) it says
+Shows each frame with the sounding objects tinted in their word's colour and, beside the
+frame (hiding nothing), a legend and the frame rate, in a window (q or Esc quits). With no camera (and no --camera given) it says
 so and plays the shipped demo clip instead, with the --vocab words given, or the clip's
 own words when there are none. Without a display (or with --headless) it opens no
 window and writes the video to --out (default segmented.mp4 when neither --out nor
@@ -32,7 +32,7 @@ from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.result import Result
 from avss_sdk.segmenter import Segmenter
 from avss_sdk.stream import Stream, quiet_opencv
-from avss_sdk.viz import caption
+from avss_sdk.viz import class_color, legend_panel, panel_width
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo_clip.mp4"
 DEFAULT_OUT = Path("segmented.mp4")
@@ -270,9 +270,19 @@ def status_text(fps: float, backend: str) -> str:
     return f"{fps:5.1f} fps  {backend}" if fps > 0 else backend
 
 
-def annotate(image: np.ndarray, fps: float, backend: str) -> np.ndarray:
-    """Write :func:`status_text` in the bottom-left corner of an RGB image (in place)."""
-    return caption(image, status_text(fps, backend), (6, image.shape[0] - 8), 0.45)
+def compose(result: Result, status: str, panel_width: int) -> np.ndarray:
+    """The overlay with, beside it (hiding nothing of the frame), the legend and the ``status`` line."""
+    frame = result.plot(legend=False)
+    names = [f"{o.label} {o.score:.2f}" for o in result.objects]
+    panel = legend_panel(frame.shape[0], panel_width, names, [class_color(o.label) for o in result.objects],
+                         footer=status)
+    return np.concatenate([frame, panel], axis=1)
+
+
+def demo_panel_width(stream: Stream, height: int) -> int:
+    """A legend panel wide enough for every word of the stream's vocabulary with its score, and the status."""
+    return panel_width([f"{word} 0.00" for word in stream.vocab] + [status_text(999.9, stream.backend_name)],
+                       height)
 
 
 def make_sinks(args: argparse.Namespace) -> list[Sink]:
@@ -305,8 +315,10 @@ def run(args: argparse.Namespace) -> int:
         sinks = make_sinks(args)
         with stream:
             print(f"{stream.backend_name} backend; looking for: {', '.join(stream.vocab)}", file=sys.stderr)
+            width = None  # the panel's width, fixed for the run (a video keeps one frame size)
             for result in stream:
-                image = annotate(result.plot(), stream.fps, stream.backend_name)
+                width = width or demo_panel_width(stream, result.frame.shape[0])
+                image = compose(result, status_text(stream.fps, stream.backend_name), width)
                 count += 1
                 if not all([sink.add(image, result, stream) for sink in sinks]):
                     break

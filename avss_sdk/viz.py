@@ -82,15 +82,14 @@ def legend(image: np.ndarray, names: list[str], colors: list[tuple[int, int, int
     text is not the class name).
     """
     colors = colors if colors is not None else [class_color(name) for name in names]
-    scale = max(image.shape[0] / 480, 0.8)
-    line = int(22 * scale)
-    text_width = max((cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)[0][0] for n in names), default=0)
+    font, line = legend_scale(image.shape[0])
+    text_width = max((cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, font, 1)[0][0] for n in names), default=0)
     width, height = 10 + line + text_width + 3, 6 + len(names) * line
     x, y = legend_corner(image.shape[:2], (height, width), avoid)
     for row, name in enumerate(names):
         top = y + 6 + row * line
         cv2.rectangle(image, (x + 6, top), (x + line, top + line - 6), colors[row], thickness=-1)
-        caption(image, name, (x + 10 + line, top + line - 8), 0.5 * scale)
+        caption(image, name, (x + 10 + line, top + line - 8), font)
     return image
 
 
@@ -106,3 +105,40 @@ def legend_corner(image_size: tuple[int, int], box: tuple[int, int], avoid: np.n
         return corners[0]
     hidden = [int(np.count_nonzero(avoid[y:y + height, x:x + width])) for x, y in corners]
     return corners[hidden.index(min(hidden))]
+
+
+def legend_scale(height: int) -> tuple[float, int]:
+    """Font scale and line height of a legend for an image ``height`` pixels high."""
+    scale = max(height / 480, 0.8)
+    return 0.5 * scale, int(22 * scale)
+
+
+def panel_width(names: list[str], height: int) -> int:
+    """The width a :func:`legend_panel` needs to show ``names`` beside an image ``height`` pixels high."""
+    font, line = legend_scale(height)
+    text = max((cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, font, 1)[0][0] for n in names), default=0)
+    return (16 + line + text + 1) // 2 * 2  # even: H.264 wants even frame sizes
+
+
+def legend_panel(height: int, width: int, names: list[str], colors: list[tuple[int, int, int]] | None = None,
+                 footer: str | None = None) -> np.ndarray:
+    """A dark RGB panel [height, width] with a colour key for ``names`` and a ``footer`` line at the bottom.
+
+    Placed beside a frame it hides nothing of it (what the demo's video does). Entries that
+    do not fit are left out; colours as in :func:`legend`.
+    """
+    colors = colors if colors is not None else [class_color(name) for name in names]
+    panel = np.full((height, width, 3), 32, np.uint8)
+    font, line = legend_scale(height)
+    bottom = height - (line + 4 if footer else 0)
+    for row, name in enumerate(names):
+        top = 6 + row * line
+        if top + line > bottom:
+            break
+        cv2.rectangle(panel, (6, top), (line, top + line - 6), colors[row], thickness=-1)
+        cv2.putText(panel, name, (10 + line, top + line - 8), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    if footer:
+        cv2.putText(panel, footer, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, font * 0.9, (200, 200, 200), 1,
+                    cv2.LINE_AA)
+    return panel

@@ -478,13 +478,14 @@ def test_live_demo_headless_writes_h264_with_the_clips_sound(tmp_path):
                                                       "run_name='__main__')")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("avss_sdk: backend") == 1  # the model loads once
-    assert cv2.imread(str(snapshot)).shape == (224, 224, 3)
+    height, width, _ = cv2.imread(str(snapshot)).shape
+    assert height == 224 and width > 224  # the frame, and the legend beside it
     with av.open(str(out)) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
         assert float(video.average_rate) == pytest.approx(10, abs=0.5)  # the clip's rate, from its frame times
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    assert len(frames) == 12 and frames[0].shape == (224, 224, 3)
+    assert len(frames) == 12 and frames[0].shape == (224, width, 3)
     sound = read_audio(out)
     assert len(sound) / SAMPLE_RATE == pytest.approx(1.2, abs=0.1)  # 12 frames at 10 fps
     clip = read_audio(DEMO)[: len(sound)]
@@ -512,6 +513,21 @@ def test_demo_without_a_display_runs_headless_and_writes_segmented_mp4(monkeypat
     assert args.headless and args.out == DEFAULT_OUT == Path("segmented.mp4")
     assert parse_args(["--frames", "3"]).out is None  # a timing run writes nothing
     assert parse_args(["--snapshot", "x.png"]).out is None
+
+
+def test_demo_legend_and_status_go_beside_the_frame_hiding_nothing():
+    from avss_sdk.demo import compose
+    from avss_sdk.result import Result, sounding_objects
+
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    labels = np.zeros((120, 160), np.int32)
+    labels[:40, :50] = 1  # an object in the top left, where a legend would go
+    objects = sounding_objects(labels, np.full((120, 160), -2.0, np.float32), ["purple square"])
+    result = Result(frame, 0.0, labels, ["purple square"], objects)
+    image = compose(result, "onnxruntime", 120)
+    assert image.shape == (120, 280, 3)
+    assert np.array_equal(image[:, :160], result.plot(legend=False))  # the frame part: the overlay alone
+    assert (image[:, 160:] != 32).any()  # the panel holds the key
 
 
 def test_demo_status_says_no_frame_rate_before_it_is_measured():
