@@ -31,7 +31,7 @@ from avss_sdk.errors import AvssError
 from avss_sdk.media import SAMPLE_RATE
 from avss_sdk.result import Result
 from avss_sdk.segmenter import Segmenter
-from avss_sdk.stream import Stream, quiet_opencv
+from avss_sdk.stream import Stream
 from avss_sdk.viz import class_color, legend_panel, panel_width
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo_clip.mp4"
@@ -270,11 +270,11 @@ def status_text(fps: float, backend: str) -> str:
     return f"{fps:5.1f} fps  {backend}" if fps > 0 else backend
 
 
-def compose(result: Result, status: str, panel_width: int) -> np.ndarray:
-    """The overlay with, beside it (hiding nothing of the frame), the legend and the ``status`` line."""
+def compose(result: Result, status: str, width: int) -> np.ndarray:
+    """The overlay with, beside it (hiding nothing of the frame), a ``width``-pixel legend and ``status`` panel."""
     frame = result.plot(legend=False)
     names = [f"{o.label} {o.score:.2f}" for o in result.objects]
-    panel = legend_panel(frame.shape[0], panel_width, names, [class_color(o.label) for o in result.objects],
+    panel = legend_panel(frame.shape[0], width, names, [class_color(o.label) for o in result.objects],
                          footer=status)
     return np.concatenate([frame, panel], axis=1)
 
