@@ -23,6 +23,11 @@ class SoundingObject:
     mask: np.ndarray
     box: tuple[int, int, int, int]
 
+    def __repr__(self) -> str:
+        """The label, score, box and pixel count: never the mask's values."""
+        return (f"SoundingObject(label={self.label!r}, score={self.score:.3f}, box={self.box}, "
+                f"pixels={int(np.count_nonzero(self.mask))})")
+
 
 @dataclass
 class Result:
@@ -40,12 +45,20 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     index: int = 0
 
+    def __repr__(self) -> str:
+        """A one-line summary: frame size, objects and total time, never the arrays."""
+        objects = ", ".join(f"{o.label!r} {o.score:.2f}" for o in self.objects)
+        total = self.timings.get("total")
+        return (f"Result(index={self.index}, timestamp={self.timestamp:.3f}, size={self.labels.shape[1]}x"
+                f"{self.labels.shape[0]}, vocab={len(self.vocab)} words, objects=[{objects}]"
+                + (f", total={total:.1f} ms)" if total is not None else ")"))
+
     def plot(self, legend: bool = True, alpha: float = 0.45) -> np.ndarray:
         """An RGB overlay of the frame: each sounding object tinted in its class colour, with a legend."""
         image = viz.overlay(self.frame, self.labels, ["background", *self.vocab], alpha)
         if legend and self.objects:
             viz.legend(image, [f"{o.label} {o.score:.2f}" for o in self.objects],
-                       colors=[viz.class_color(o.label) for o in self.objects])
+                       colors=[viz.class_color(o.label) for o in self.objects], avoid=self.labels > 0)
         return image
 
 

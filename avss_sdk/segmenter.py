@@ -70,12 +70,13 @@ class Segmenter:
     ``flow``: "model" (the learned flow stage) or "dis" (OpenCV DIS optical flow, cheaper on
     CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached. ``vocab``
     None leaves the words to :meth:`set_vocab`; an empty vocabulary is refused at once.
+    ``verbose``: also say why ``auto`` skipped TensorRT on a machine without an NVIDIA GPU.
     """
 
     def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] | None = None,
                  scene: str | None = None, backend: str = "auto", flow: str = "model",
                  cache_dir: str | Path | None = None, threads: int | None = None,
-                 log: Callable[[str], None] = log_to_stderr) -> None:
+                 log: Callable[[str], None] = log_to_stderr, verbose: bool = False) -> None:
         if flow not in FLOW_MODES:
             raise InputError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
         words = clean_vocabulary(vocab) if vocab is not None else None  # before the model loads: fail fast
@@ -88,7 +89,7 @@ class Segmenter:
         if self.tokenizer.context_length != text.context_length:
             raise ManifestError(f"{self.manifest.path(text.tokenizer)} makes {self.tokenizer.context_length} tokens, "
                                 f"the manifest's text encoder takes {text.context_length}")
-        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log)
+        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log, verbose)
         self.backend_name = self.backend.name
         self.flow_mode = flow
         self.frame_size = self.manifest.preprocess.image_size

@@ -49,6 +49,7 @@ and then lets ``KeyboardInterrupt`` through, as Python does.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 import warnings
@@ -56,6 +57,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 
 from avss_sdk.capture import AudioSource, CameraSource, FileSource, Frame, MicrophoneSource, VideoSource, check_camera
@@ -63,6 +65,7 @@ from avss_sdk.errors import AvssError, MissingFileError
 from avss_sdk.media import audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.result import Result
+from avss_sdk.runtime.backends import Backend
 from avss_sdk.segmenter import Segmenter
 from avss_sdk.vocab import check_vocab_size, clean_scene, clean_vocabulary
 
@@ -151,7 +154,8 @@ class Stream:
     without a frame from the camera the stream opens before ``CameraError`` (a source object
     keeps its own).
 
-    Attributes: ``fps`` (results per second over the last 30), ``backend``, ``dropped``
+    Attributes: ``fps`` (results per second over the last 30), ``backend`` (the object) and
+    ``backend_name``, ``dropped``
     (frames the source produced that were not segmented, from gaps in ``Frame.index``),
     ``frames`` (results so far), ``clock``, ``vocab`` and ``scene`` (in use).
     """
@@ -231,7 +235,8 @@ class Stream:
             raise MissingFileError(f"audio file not found: {audio_file}")
 
         if source is None:
-            video = self._own(CameraSource(camera, every_frame=every_frame, frame_timeout=frame_timeout))
+            with quiet_opencv():  # a missing camera: CameraError says it once, without OpenCV's own lines
+                video = self._own(CameraSource(camera, every_frame=every_frame, frame_timeout=frame_timeout))
         elif isinstance(source, (str, Path)):
             video = self._own(FileSource(source))
         else:
@@ -314,8 +319,13 @@ class Stream:
         return self.segmenter.scene
 
     @property
-    def backend(self) -> str:
-        """The inference backend the segmenter runs on."""
+    def backend(self) -> Backend:
+        """The inference backend the segmenter runs on (``.name``, ``.description``), as ``Segmenter.backend``."""
+        return self.segmenter.backend
+
+    @property
+    def backend_name(self) -> str:
+        """The backend's name: "tensorrt", "onnxruntime" or "torch"."""
         return self.segmenter.backend_name
 
     @property
@@ -323,6 +333,14 @@ class Stream:
         """Results per second over the last ``_FPS_WINDOW`` results (0 before the second)."""
         times = self._result_times
         return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+    def audio(self, end_time: float, seconds: float) -> np.ndarray:
+        """The source's 16 kHz mono audio of ``seconds`` that ends at ``end_time`` (the stream's clock).
+
+        For recording what a stream heard alongside its results (e.g. the demo's video);
+        audio a microphone's ring buffer no longer holds, or outside a file, is silence.
+        """
+        return self._audio.window(end_time, seconds=seconds)
 
     # --- the frame loop -------------------------------------------------------------------
 
@@ -427,6 +445,17 @@ class Stream:
         # waiting for the worker, which may be the thread that dropped the last reference.
         if not getattr(self, "_closed", True) and hasattr(self, "_video"):
             self._release(wait=False)
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (WARN, ERROR) for the duration: where our error says it better."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _warn_on_failure(kind: str, argument) -> Callable[[Future], None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import cv2
@@ -9,10 +10,30 @@ import numpy as np
 
 from avss_sdk.errors import InputError
 
+# Colour words and the colour (RGB) a class named with one is drawn in, so that a
+# "purple square" is never drawn cyan. Names without a colour word get a hue from a hash.
+COLOUR_WORDS: dict[str, tuple[int, int, int]] = {
+    "red": (225, 30, 35), "orange": (255, 135, 0), "yellow": (245, 225, 20), "green": (30, 180, 50),
+    "cyan": (0, 215, 235), "blue": (30, 90, 255), "purple": (150, 40, 200), "violet": (150, 40, 200),
+    "pink": (255, 105, 195), "magenta": (235, 0, 235), "brown": (150, 90, 40), "white": (245, 245, 245),
+    "black": (45, 45, 45), "gray": (140, 140, 140), "grey": (140, 140, 140),
+}
+
 
 def class_color(name: str) -> tuple[int, int, int]:
-    """A bright RGB colour derived from the class name, so it is stable across runs and vocabularies."""
-    hue = zlib.crc32(name.encode("utf-8")) % 180  # OpenCV hue range
+    """A stable RGB colour for a class: the colour its name says, else a bright hue from the name.
+
+    Stable across runs and vocabularies (it depends on the name only). Where the name
+    holds a colour word ("purple square"), the colour is that colour, its brightness
+    varied a little by the whole name so "red star" and "red circle" still differ.
+    """
+    key = zlib.crc32(name.encode("utf-8"))
+    colour = next((COLOUR_WORDS[w] for w in re.findall(r"[a-z]+", name.lower()) if w in COLOUR_WORDS), None)
+    if colour is not None:
+        scale = 1.0 - 0.12 * (key % 3)  # 1, 0.88 or 0.76: darker shades of the same colour
+        r, g, b = (int(round(c * scale)) for c in colour)
+        return r, g, b
+    hue = key % 180  # OpenCV hue range
     hsv = np.array([[[hue, 200, 255]]], dtype=np.uint8)
     r, g, b = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
     return int(r), int(g), int(b)
@@ -53,17 +74,73 @@ def caption(image: np.ndarray, text: str, origin: tuple[int, int], font_scale: f
     return image
 
 
-def legend(image: np.ndarray, names: list[str], colors: list[tuple[int, int, int]] | None = None) -> np.ndarray:
-    """Draw a colour key for ``names`` in the top-left corner of an RGB image (in place) and return it.
+def legend(image: np.ndarray, names: list[str], colors: list[tuple[int, int, int]] | None = None,
+           avoid: np.ndarray | None = None) -> np.ndarray:
+    """Draw a colour key for ``names`` in a corner of an RGB image (in place) and return it.
 
-    Each entry's colour is ``class_color(name)`` unless ``colors`` gives it (for entries such
-    as "dog 0.83" whose text is not the class name).
+    The corner is the one whose key would hide the fewest ``avoid`` pixels (a boolean mask,
+    e.g. the labelled objects); without ``avoid``, the top left. Each entry's colour is
+    ``class_color(name)`` unless ``colors`` gives it (for entries such as "dog 0.83" whose
+    text is not the class name).
     """
     colors = colors if colors is not None else [class_color(name) for name in names]
-    scale = max(image.shape[0] / 480, 0.8)
-    line = int(22 * scale)
+    font, line = legend_scale(image.shape[0])
+    text_width = max((cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, font, 1)[0][0] for n in names), default=0)
+    width, height = 10 + line + text_width + 3, 6 + len(names) * line
+    x, y = legend_corner(image.shape[:2], (height, width), avoid)
     for row, name in enumerate(names):
-        y = 6 + row * line
-        cv2.rectangle(image, (6, y), (6 + line - 6, y + line - 6), colors[row], thickness=-1)
-        caption(image, name, (10 + line, y + line - 8), 0.5 * scale)
+        top = y + 6 + row * line
+        cv2.rectangle(image, (x + 6, top), (x + line, top + line - 6), colors[row], thickness=-1)
+        caption(image, name, (x + 10 + line, top + line - 8), font)
     return image
+
+
+def legend_corner(image_size: tuple[int, int], box: tuple[int, int], avoid: np.ndarray | None) -> tuple[int, int]:
+    """The top-left (x, y) of a ``box`` (height, width) in the image corner hiding the fewest ``avoid`` pixels.
+
+    Ties go to the top left, then top right, bottom left, bottom right.
+    """
+    (rows, cols), (height, width) = image_size, box
+    corners = [(0, 0), (max(cols - width, 0), 0), (0, max(rows - height, 0)),
+               (max(cols - width, 0), max(rows - height, 0))]
+    if avoid is None:
+        return corners[0]
+    hidden = [int(np.count_nonzero(avoid[y:y + height, x:x + width])) for x, y in corners]
+    return corners[hidden.index(min(hidden))]
+
+
+def legend_scale(height: int) -> tuple[float, int]:
+    """Font scale and line height of a legend for an image ``height`` pixels high."""
+    scale = max(height / 480, 0.8)
+    return 0.5 * scale, int(22 * scale)
+
+
+def panel_width(names: list[str], height: int) -> int:
+    """The width a :func:`legend_panel` needs to show ``names`` beside an image ``height`` pixels high."""
+    font, line = legend_scale(height)
+    text = max((cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, font, 1)[0][0] for n in names), default=0)
+    return (16 + line + text + 1) // 2 * 2  # even: H.264 wants even frame sizes
+
+
+def legend_panel(height: int, width: int, names: list[str], colors: list[tuple[int, int, int]] | None = None,
+                 footer: str | None = None) -> np.ndarray:
+    """A dark RGB panel [height, width] with a colour key for ``names`` and a ``footer`` line at the bottom.
+
+    Placed beside a frame it hides nothing of it (what the demo's video does). Entries that
+    do not fit are left out; colours as in :func:`legend`.
+    """
+    colors = colors if colors is not None else [class_color(name) for name in names]
+    panel = np.full((height, width, 3), 32, np.uint8)
+    font, line = legend_scale(height)
+    bottom = height - (line + 4 if footer else 0)
+    for row, name in enumerate(names):
+        top = 6 + row * line
+        if top + line > bottom:
+            break
+        cv2.rectangle(panel, (6, top), (line, top + line - 6), colors[row], thickness=-1)
+        cv2.putText(panel, name, (10 + line, top + line - 8), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    if footer:
+        cv2.putText(panel, footer, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, font * 0.9, (200, 200, 200), 1,
+                    cv2.LINE_AA)
+    return panel

@@ -76,7 +76,8 @@ def clean_vocabulary(words: Sequence[str], max_words: int | None = None) -> Word
     if words is None:
         raise VocabularyError("no vocabulary given: pass the words to look for, e.g. vocab=['dog', 'guitar']")
     if isinstance(words, str):
-        raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {words.split(',')!r}?")
+        suggestion = [word.strip() for word in words.split(",") if word.strip()]
+        raise VocabularyError(f"vocab must be a list of words, not one string; did you mean {suggestion!r}?")
     if isinstance(words, np.ndarray):
         if words.ndim != 1 or words.dtype.kind not in "UO":
             raise VocabularyError(f"vocab must be a list of words, got an array of {words.dtype} {words.shape}")

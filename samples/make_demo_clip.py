@@ -4,7 +4,7 @@
 The clip is a pure function of (split, seed, index), so this regenerates it byte for byte
 on the same PyAV/FFmpeg versions:
 
-    python samples/make_demo_clip.py                      # samples/demo_clip.mp4 + .json
+    python samples/make_demo_clip.py                      # avss_sdk/assets/demo_clip.mp4 + .json
 
 Video is H.264 at the scene's frame times (frame k at ``AUDIO_OFFSET + k / fps``), audio
 AAC from time 0, so the first frame already has a full second of audio before it, as in
@@ -25,9 +25,9 @@ import numpy as np
 
 from avss_sdk.data.synthavs import render_clip, sample_scene, scene_text, synthesize_audio
 from avss_sdk.data.synthavs.writer import clip_rng
+from avss_sdk.demo import DEMO_CLIP
 from avss_sdk.media import SAMPLE_RATE
 
-HERE = Path(__file__).resolve().parent
 
 
 def write_mp4(path: Path, frames: np.ndarray, frame_times: np.ndarray, audio: np.ndarray, crf: int = 30) -> None:
@@ -57,7 +57,7 @@ def write_mp4(path: Path, frames: np.ndarray, frame_times: np.ndarray, audio: np
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=HERE / "demo_clip.mp4", help="MP4 to write (the JSON goes beside it)")
+    parser.add_argument("--out", type=Path, default=DEMO_CLIP, help="MP4 to write (the JSON goes beside it; default: the package's demo clip)")
     parser.add_argument("--split", default="test", help="SynthAVS split: test draws novel categories too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", type=int, default=5, help="which scene of (split, seed)")

@@ -239,7 +239,10 @@ def test_a_camera_that_does_not_exist_is_a_clear_error_at_once():
 
 
 def test_a_missing_microphone_is_a_clear_error():
-    pytest.importorskip("sounddevice", exc_type=OSError)
+    try:
+        import sounddevice  # noqa: F401
+    except OSError as error:
+        pytest.skip(f"needs PortAudio (apt install libportaudio2): {error}")
     with pytest.raises(MicrophoneError, match=r"microphone 97 not found.*input devices: "):
         MicrophoneSource(97)
     with pytest.raises(MicrophoneError, match="no such mic"):

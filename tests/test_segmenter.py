@@ -150,8 +150,8 @@ def test_vocabulary_switch_uses_the_cache_and_changes_the_words(cache):
 def test_vocabulary_rules(cache):
     with pytest.raises(VocabularyError, match="empty"):
         clean_vocabulary([])
-    with pytest.raises(VocabularyError, match="not one string"):
-        clean_vocabulary("dog, cat")
+    with pytest.raises(VocabularyError, match=r"not one string; did you mean \['dog', 'cat'\]\?"):
+        clean_vocabulary("dog, cat")  # the suggestion holds the words without their spaces
     with pytest.raises(VocabularyError, match="not a string"):
         clean_vocabulary(["dog", 3])
     with pytest.raises(VocabularyError, match="blank"):
@@ -177,6 +177,9 @@ def test_vocabulary_rules(cache):
 def test_bad_engines_directory_and_backend_are_clear_errors(tmp_path):
     with pytest.raises(ManifestError, match="no manifest"):
         Segmenter(engines=tmp_path, vocab=["dog"])
+    missing = tmp_path / "not" / "there"  # the fix it suggests writes the folder that was named
+    with pytest.raises(ManifestError, match=f"no manifest at {missing / 'manifest.json'} .*--out {missing}\\)"):
+        Segmenter(engines=missing, vocab=["dog"])
     with pytest.raises(ValueError, match="unknown backend"):
         Segmenter(vocab=["dog"], backend="cuda")
     with pytest.raises(ValueError, match="flow must be"):
@@ -269,3 +272,18 @@ def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
     for name in ("base_miou", "novel_miou", "harmonic_miou"):
         assert abs(getattr(runtime, name) - getattr(reference, name)) <= 1.0, name
     assert reference.harmonic_miou > 0  # the comparison is not between two empty results
+
+
+def test_auto_names_a_skipped_tensorrt_only_where_a_gpu_could_run_it_or_when_asked():
+    from avss_sdk.runtime.backends import make_backend, nvidia_gpu_present
+    from avss_sdk.runtime.manifest import Manifest
+    from avss_sdk.segmenter import DEFAULT_ENGINES
+
+    manifest = Manifest.load(DEFAULT_ENGINES)
+    for verbose in (False, True):
+        lines: list[str] = []
+        backend = make_backend(manifest, "auto", log=lines.append, verbose=verbose)
+        backend.close()
+        if backend.name != "tensorrt":
+            assert len(lines) == 1 and lines[0].startswith(f"avss_sdk: backend {backend.name}")
+            assert ("skipped tensorrt" in lines[0]) == (verbose or nvidia_gpu_present()), lines

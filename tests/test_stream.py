@@ -143,7 +143,7 @@ def test_a_file_stream_segments_every_frame_in_order(segmenter, demo_labels):
     with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
         results = list(stream)
         assert stream.frames == 80 and stream.dropped == 0
-        assert stream.fps > 0 and stream.backend == segmenter.backend_name and stream.clock == "media"
+        assert stream.fps > 0 and stream.backend is segmenter.backend and stream.backend_name == segmenter.backend_name and stream.clock == "media"
     assert [r.index for r in results] == list(range(80))
     assert np.allclose([r.timestamp for r in results], 0.96 + np.arange(80) / FPS, atol=1e-6)
     assert all(r.labels.shape == (224, 224) and r.vocab == DEMO_WORDS for r in results)
@@ -451,37 +451,119 @@ def test_two_thousand_frames_memory_flat_every_thread_ends(tmp_path):
 # --- the live demo ----------------------------------------------------------------------------------
 
 
-def run_demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    """Run samples/live_demo.py on this checkout's package (not an installed one)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "samples" / "live_demo.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+def run_demo(*args: str, timeout: float = 240, env: dict | None = None, cwd: Path = ROOT,
+             code: str = "from avss_sdk.demo import main; sys.exit(main(sys.argv[1:]))") -> subprocess.CompletedProcess:
+    """Run the demo (what avss-demo and samples/live_demo.py run) on this checkout's package, without a display."""
+    env = {key: value for key, value in (env or os.environ).items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-c", f"import sys\n{code}", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
-@pytest.mark.timeout(120)
-def test_live_demo_headless_writes_a_playable_video(tmp_path):
+def assert_one_error_line(done: subprocess.CompletedProcess, status: int, *says: str) -> None:
+    """A failure a user sees: its status, one ``error:`` line saying what, no traceback or OpenCV log lines."""
+    assert done.returncode == status, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert all(text in errors[0] for text in says), errors
+    assert "Traceback" not in done.stderr and "WARN" not in done.stderr and "[ERROR" not in done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_live_demo_headless_writes_h264_with_the_clips_sound(tmp_path):
     out = tmp_path / "out.mp4"
     snapshot = tmp_path / "last.png"
     done = run_demo("--headless", "--source", str(DEMO), "--frames", "12", "--out", str(out), "--flow", "dis",
-                    "--snapshot", str(snapshot))
+                    "--snapshot", str(snapshot), code="import runpy; runpy.run_path('samples/live_demo.py', "
+                                                      "run_name='__main__')")
     assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    assert cv2.imread(str(snapshot)).shape == (224, 224, 3)
-    capture = cv2.VideoCapture(str(out))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while (frame := capture.read())[0]:
-        frames.append(frame[1])
-    capture.release()
-    assert len(frames) == 12 and frames[0].shape == (224, 224, 3)
-    assert fps == pytest.approx(10, abs=0.5)  # the clip's rate, from its frame times
+    assert "Traceback" not in done.stderr and done.stderr.count("avss_sdk: backend") == 1  # the model loads once
+    height, width, _ = cv2.imread(str(snapshot)).shape
+    assert height == 224 and width > 224  # the frame, and the legend beside it
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+        assert float(video.average_rate) == pytest.approx(10, abs=0.5)  # the clip's rate, from its frame times
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 12 and frames[0].shape == (224, width, 3)
+    sound = read_audio(out)
+    assert len(sound) / SAMPLE_RATE == pytest.approx(1.2, abs=0.1)  # 12 frames at 10 fps
+    clip = read_audio(DEMO)[: len(sound)]
+    assert np.sqrt(np.mean(sound ** 2)) > 0.3 * np.sqrt(np.mean(clip ** 2)) > 0  # the clip's sound, not silence
 
 
-@pytest.mark.timeout(120)
-def test_live_demo_says_clearly_that_a_camera_is_missing():
-    done = run_demo("--headless", "--camera", "97", "--vocab", "dog", "--frames", "1")
-    assert done.returncode == 2
-    assert "camera 97 could not be opened" in done.stderr and "Traceback" not in done.stderr
-    done = run_demo("--headless", "--frames", "3", "--vocab", "dog")  # no camera named: the demo clip
+@pytest.mark.timeout(300)
+def test_live_demo_without_a_camera_plays_the_demo_clip_with_the_users_words(tmp_path):
+    done = run_demo("--camera", "97", "--vocab", "dog", "--frames", "1")
+    assert_one_error_line(done, 2, "camera 97 could not be opened")
+    assert "running headless" in done.stderr  # no display here: no window error before the camera's
+    done = run_demo("--frames", "2", "--vocab", "dog, red star")  # no camera named: the demo clip, these words
     assert done.returncode == 0, done.stderr
-    assert "No camera 0 here" in done.stderr and "demo clip" in done.stderr
+    assert "camera 0 could not be opened" in done.stderr and "demo clip" in done.stderr
+    assert "looking for: dog, red star" in done.stderr and done.stderr.count("avss_sdk: backend") == 1
+    assert "WARN" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_without_a_display_runs_headless_and_writes_segmented_mp4(monkeypatch):
+    from avss_sdk.demo import DEFAULT_OUT, parse_args
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    args = parse_args([])
+    assert args.headless and args.out == DEFAULT_OUT == Path("segmented.mp4")
+    assert parse_args(["--frames", "3"]).out is None  # a timing run writes nothing
+    assert parse_args(["--snapshot", "x.png"]).out is None
+
+
+def test_demo_legend_and_status_go_beside_the_frame_hiding_nothing():
+    from avss_sdk.demo import compose
+    from avss_sdk.result import Result, sounding_objects
+
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    labels = np.zeros((120, 160), np.int32)
+    labels[:40, :50] = 1  # an object in the top left, where a legend would go
+    objects = sounding_objects(labels, np.full((120, 160), -2.0, np.float32), ["purple square"])
+    result = Result(frame, 0.0, labels, ["purple square"], objects)
+    image = compose(result, "onnxruntime", 120)
+    assert image.shape == (120, 280, 3)
+    assert np.array_equal(image[:, :160], result.plot(legend=False))  # the frame part: the overlay alone
+    assert (image[:, 160:] != 32).any()  # the panel holds the key
+
+
+def test_demo_status_says_no_frame_rate_before_it_is_measured():
+    from avss_sdk.demo import status_text
+
+    assert status_text(0.0, "onnxruntime") == "onnxruntime"
+    assert status_text(12.34, "onnxruntime") == " 12.3 fps  onnxruntime"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend, block, says", [("tensorrt", "", "TensorRT is not installed"),
+                                                  ("torch", "sys.modules['torch'] = None\n", "needs PyTorch")])
+def test_demo_backend_that_cannot_run_is_one_error_line(backend, block, says):
+    import importlib.util
+
+    if backend == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    done = run_demo("--backend", backend, "--frames", "1",
+                    code=f"{block}from avss_sdk.demo import main; sys.exit(main(sys.argv[1:]))")
+    assert_one_error_line(done, 2, says)
+
+
+def test_demo_bad_options_are_one_error_line():
+    for args, says in [(["--vocab", " , "], "--vocab has no words"), (["--out", "x.avi"], "--out must end in"),
+                       (["--source", "clip.mp4"], "--vocab is required"), (["--frames", "0"], "at least 1")]:
+        done = run_demo(*args, timeout=60)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert "error:" in last and says in last, done.stderr
+
+
+def test_avss_demo_is_an_installed_command_with_its_clip_in_the_package():
+    from avss_sdk.demo import DEMO_CLIP, build_parser, main
+
+    project = (ROOT / "pyproject.toml").read_text()
+    assert '\navss-demo = "avss_sdk.demo:main"\n' in project and callable(main)
+    assert DEMO_CLIP.is_file() and f'"{DEMO_CLIP.relative_to(ROOT / "avss_sdk").as_posix()}"' in project
+    assert DEMO.resolve() == DEMO_CLIP  # samples/demo_clip.mp4 is the package's clip
+    build_parser().add_argument("--web", type=int)  # a front end can extend the options

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from avss_sdk.modeling.checkpoint import read_checkpoint
+from avss_sdk.fileio import file_hash
+from avss_sdk.modeling.checkpoint import build_model, read_checkpoint, save_checkpoint
+from avss_sdk.modeling.ssp_ov import ModelConfig
+from avss_sdk.runtime.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model.image_size=64", "model.hidden_dim=32", "model.audio_dim=32", "model.pretrained_backbone=false",
@@ -146,19 +149,49 @@ def test_evaluate_cli_writes_all_metrics(synth, trained, tmp_path):
         assert {row["split"] for row in scores["per_class"]} == {"base", "novel"}
 
 
-def test_ship_calibrates_the_threshold_that_evaluation_then_uses(synth, trained, tmp_path):
-    run, shipped = trained, tmp_path / "shipped.pt"
+def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(synth, tmp_path):
+    """ship.py replaces a shipped checkpoint and its ONNX export together, as a new default would be;
+    a failed ship touches neither; evaluation and both runtime backends use what was shipped."""
+    import shutil
+
+    from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
+
+    run, shipped = tmp_path / "run", tmp_path / "models" / "model.pt"
+    onnx = shipped.parent / "default"
+    shutil.copytree(DEFAULT_ENGINES, onnx)  # what is there before: another model's export
+    shipped.write_bytes(b"the previous checkpoint")
+    first = (file_hash(shipped), file_hash(onnx / "manifest.json"))
+    torch.manual_seed(0)  # shipping needs a model, not a trained one: an untrained tiny one is enough
+    tiny = ModelConfig(image_size=64, hidden_dim=32, audio_dim=32, pretrained_backbone=False, num_queries=4,
+                       decoder_layers=1, heads=2, flow_width=8)
+    save_checkpoint(run / "model.pt", build_model(tiny), {"step": 0})
     result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
-                       "--out", str(shipped)))
+                       "--out", str(shipped)), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_checkpoint(shipped)
     assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
     threshold = payload["foreground_threshold"]
     assert 0 < threshold < 1 and "val harmonic mIoU by threshold" in result.stdout
+    manifest = Manifest.load(onnx)  # replaced with the checkpoint, in step
+    assert file_hash(shipped) != first[0] and file_hash(onnx / "manifest.json") != first[1]
+    assert manifest.model_hash == file_hash(shipped) and manifest.postprocess.foreground_threshold == threshold
+    assert manifest.path(manifest.model.checkpoint).resolve() == shipped.resolve()
+    assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
+
+    shipped_files = (file_hash(shipped), file_hash(onnx / "onnx" / "vta.fp32.onnx"))
+    done = _run(_cmd("ship.py", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(shipped)))
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
+    assert (file_hash(shipped), file_hash(onnx / "onnx" / "vta.fp32.onnx")) == shipped_files
+
     report = tmp_path / "eval.json"
     assert _run(_cmd("evaluate.py", "--checkpoint", str(shipped), "--data", str(synth), "--json", str(report),
                      "--scene-text", "none", "--quiet")).returncode == 0
     assert json.loads(report.read_text())["foreground_threshold"] == threshold
+    for backend in ("onnxruntime", "torch"):
+        with Segmenter(onnx, vocab=["red star"], backend=backend, cache_dir=tmp_path / "cache",
+                       log=lambda m: None) as segmenter:
+            labels = segmenter.segment(np.zeros((64, 64, 3), np.uint8), np.zeros(15600, np.float32)).labels
+        assert labels.shape == (64, 64)
 
 
 def test_ablate_writes_a_table(synth, tmp_path):
@@ -234,3 +267,15 @@ def test_torchrun_distributed_data_parallel_on_cpu(synth, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(out / "model.pt")["step"] == 2
     assert len(_log(out)) == 2  # only rank 0 logs
+
+
+def test_evaluate_says_n_a_for_a_breakdown_without_frames():
+    import importlib.util
+
+    from avss_sdk.training.evaluate import SplitScores
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "train" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.breakdown(SplitScores(0.0, 0.0, 0.0, 0)) == "base    n/a  novel    n/a"
+    assert cli.breakdown(SplitScores(50.0, 25.0, 33.3, 4)) == "base  50.00  novel  25.00"

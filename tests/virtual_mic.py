@@ -97,6 +97,9 @@ def virtual_microphone(sink: str = SINK, rate: int = RATE) -> Iterator[VirtualMi
     for tool in ("pulseaudio", "pactl", "paplay", "pacat"):
         if shutil.which(tool) is None:
             pytest.skip(f"virtual microphone needs {tool} (apt install pulseaudio pulseaudio-utils)")
+    plugins = ("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so", "/usr/lib*/alsa-lib/libasound_module_pcm_pulse.so")
+    if sys.platform.startswith("linux") and not any(next(Path("/").glob(pattern[1:]), None) for pattern in plugins):
+        pytest.skip("virtual microphone needs ALSA's PulseAudio plugin (apt install libasound2-plugins)")
     try:
         import sounddevice  # noqa: F401  (PortAudio must load for any recording)
     except OSError as error:

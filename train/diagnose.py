@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a", encoding="utf-8") as handle:
             handle.write(table + "\n")
-        from avss_sdk.runtime.manifest import write_atomic
+        from avss_sdk.fileio import write_atomic
 
         json_path = args.out.with_suffix(".json")
         previous = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}

@@ -25,7 +25,7 @@ from avss_sdk.fileio import write_text_atomic
 from avss_sdk.modeling.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.training.data import prepare_frames
-from avss_sdk.training.evaluate import EvaluationResult, evaluate, evaluate_runtime
+from avss_sdk.training.evaluate import EvaluationResult, SplitScores, evaluate, evaluate_runtime
 
 
 def format_result(name: str, result: EvaluationResult) -> str:
@@ -34,9 +34,16 @@ def format_result(name: str, result: EvaluationResult) -> str:
         f"{name}: {s.frames} frames",
         f"  base mIoU {s.base_miou:6.2f}   novel mIoU {s.novel_miou:6.2f}   harmonic {s.harmonic_miou:6.2f}",
         f"  AVSS mIoU {result.avss_miou:6.2f}   AVSS F {result.avss_fscore:6.2f}",
-        f"  moving sources ({m.frames} frames): base {m.base_miou:6.2f}  novel {m.novel_miou:6.2f}",
-        f"  still sources  ({st.frames} frames): base {st.base_miou:6.2f}  novel {st.novel_miou:6.2f}",
+        f"  moving sources ({m.frames} frames): {breakdown(m)}",
+        f"  still sources  ({st.frames} frames): {breakdown(st)}",
     ])
+
+
+def breakdown(scores: SplitScores) -> str:
+    """A breakdown's base and novel mIoU; "n/a" when no frame fell into it (not a misleading 0.00)."""
+    if scores.frames == 0:
+        return "base    n/a  novel    n/a"
+    return f"base {scores.base_miou:6.2f}  novel {scores.novel_miou:6.2f}"
 
 
 def format_classes(result: EvaluationResult) -> str:

@@ -1,21 +1,76 @@
-"""Make a trained checkpoint the package's default model: ``python train/ship.py --checkpoint runs/default/model.pt``.
+"""Make a trained checkpoint the package's default model, checkpoint and ONNX export together.
+
+    python train/ship.py --checkpoint runs/default/model.pt --calibrate data/synthavs
 
 Writes ``avss_sdk/models/ssp_ov_default.pt`` (weights in float16, optimiser state
-dropped; the model runs in float32 after loading) atomically, with the training
-config and the foreground threshold picked on a validation split (``--calibrate``)
-stored alongside the weights.
+dropped; the model runs in float32 after loading) with the training config and the
+foreground threshold picked on a validation split (``--calibrate``), and its checked
+FP32 ONNX export with manifest and tokenizer in ``avss_sdk/models/default/``, the
+directory the torch-free runtime runs from. Both are written to a staging folder first
+and moved into place only when the export has passed its checks, so the two never
+disagree: the manifest's model hash is checked against the shipped checkpoint at the end.
+``--out`` ships elsewhere (the export then goes into ``default/`` beside it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from avss_sdk.data.avsbench import AVSSDataset
+from avss_sdk.fileio import file_hash
 from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_model, save_checkpoint
-from avss_sdk.training.data import prepare_frames
-from avss_sdk.training.evaluate import calibrate_threshold
+from avss_sdk.runtime.manifest import Manifest, ManifestError
+
+
+def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=print) -> Manifest:
+    """Write ``out`` (float16 checkpoint) and its FP32 ONNX export in ``out.parent / "default"``, in step.
+
+    Raises FileNotFoundError / CheckpointError for a bad checkpoint, ExportCheckError when the
+    export fails its checks (nothing shipped is touched then), ManifestError if the shipped
+    pair does not match at the end.
+    """
+    from avss_sdk.export.export_onnx import export_model
+
+    model, payload = load_model(checkpoint)
+    extra = {key: payload[key] for key in ("step", "train_config", "vocabulary", "foreground_threshold")
+             if key in payload}
+    if calibrate is not None:
+        from avss_sdk.data.avsbench import AVSSDataset
+        from avss_sdk.training.data import prepare_frames
+        from avss_sdk.training.evaluate import calibrate_threshold
+
+        dataset = AVSSDataset(calibrate, split="val", classes="all", load_flow=False)
+        data = prepare_frames(dataset, model.config.image_size, calibrate / "cache")
+        threshold, scores = calibrate_threshold(model, data, dataset.base_ids, dataset.novel_ids)
+        log("val harmonic mIoU by threshold: " + ", ".join(f"{t}: {v:.1f}" for t, v in scores.items()))
+        extra["foreground_threshold"] = threshold
+
+    out = Path(out)
+    onnx_dir = out.parent / "default"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=out.parent))  # same file system: renames are atomic
+    try:
+        staged = staging / out.name
+        save_checkpoint(staged, model, extra, half=True)
+        manifest = export_model(staged, staging / "default", precision="fp32", fp16=False, log=log)
+        manifest.engines = {"built": False, "reason": "--onnx-only"}
+        manifest.save()
+        old = staging / "previous"
+        if onnx_dir.exists():
+            os.replace(onnx_dir, old)
+        os.replace(staging / "default", onnx_dir)
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shipped = Manifest.load(onnx_dir)
+    if shipped.model_hash != file_hash(out) or shipped.path(shipped.model.checkpoint).resolve() != out.resolve():
+        raise ManifestError(f"{onnx_dir} does not describe {out} (model hash {shipped.model_hash}, "
+                            f"checkpoint {file_hash(out)})")
+    return shipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,21 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint (e.g. runs/default/model.pt)")
     parser.add_argument("--calibrate", type=Path, metavar="DATA",
                         help="pick the foreground threshold on DATA's val split (stored with the model)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help=f"default: {DEFAULT_CHECKPOINT}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT,
+                        help=f"the checkpoint to write; its ONNX export goes into default/ beside it "
+                             f"(default: {DEFAULT_CHECKPOINT})")
     args = parser.parse_args(argv)
+    from avss_sdk.export.export_onnx import ExportCheckError
+
     try:
-        model, payload = load_model(args.checkpoint)
-    except (FileNotFoundError, CheckpointError) as error:
-        raise SystemExit(f"error: {error}") from None
-    extra = {key: payload[key] for key in ("step", "train_config", "vocabulary", "foreground_threshold") if key in payload}
-    if args.calibrate:
-        dataset = AVSSDataset(args.calibrate, split="val", classes="all", load_flow=False)
-        data = prepare_frames(dataset, model.config.image_size, args.calibrate / "cache")
-        threshold, scores = calibrate_threshold(model, data, dataset.base_ids, dataset.novel_ids)
-        print("val harmonic mIoU by threshold: " + ", ".join(f"{t}: {v:.1f}" for t, v in scores.items()))
-        extra["foreground_threshold"] = threshold
-    save_checkpoint(args.out, model, extra, half=True)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+        manifest = ship(args.checkpoint, args.out, args.calibrate)
+    except (FileNotFoundError, CheckpointError, ManifestError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ExportCheckError as error:
+        print(f"error: export check failed, nothing was shipped: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) and its ONNX export {manifest.root} "
+          f"(model hash {manifest.model_hash})")
     return 0
 
 

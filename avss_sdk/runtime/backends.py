@@ -227,12 +227,21 @@ class TensorRTBackend:
         self.stages.clear()
 
 
+def nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU with its driver loaded (desktop or Jetson), without CUDA calls."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/etc/nv_tegra_release").is_file()
+
+
 def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr) -> Backend:
+                 threads: int | None = None, log: Callable[[str], None] = log_to_stderr,
+                 verbose: bool = False) -> Backend:
     """The backend named ``backend``, or with ``"auto"`` the first of tensorrt, onnxruntime, torch that loads.
 
     With ``"auto"`` any SDK error while loading one (a missing package, no GPU, a file that
-    fails its checks) moves on to the next, and the reasons are logged with the one chosen.
+    fails its checks) moves on to the next, and the reasons are logged with the one chosen; a
+    skipped TensorRT is mentioned only where an NVIDIA GPU is present (where it could run) or
+    with ``verbose``.
     """
     from avss_sdk.runtime.text_cache import default_cache_dir
 
@@ -250,7 +259,8 @@ def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.
         try:
             chosen = makers[name]()
         except AvssError as error:
-            reasons.append(f"{name}: {error}")
+            if name != "tensorrt" or verbose or nvidia_gpu_present():
+                reasons.append(f"{name}: {error}")
             continue
         skipped = f" (skipped {'; '.join(reasons)})" if reasons else ""
         log(f"avss_sdk: backend {chosen.description}{skipped}")

@@ -384,7 +384,7 @@ class Manifest:
     def load(cls, location: str | os.PathLike) -> "Manifest":
         """Read a manifest from its directory or its file; a clear :class:`ManifestError` for anything wrong."""
         location = Path(location)
-        path = location / MANIFEST_NAME if location.is_dir() else location
+        path = location / MANIFEST_NAME if location.is_dir() or location.suffix != ".json" else location
         if not path.is_file():
             raise ManifestError(f"no manifest at {path} (write one with: avss-build-engines "
                                 f"--checkpoint default --out {path.parent})")
