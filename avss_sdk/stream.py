@@ -149,7 +149,10 @@ class Stream:
     calls its ``reset()``, and leaves it open when it closes). ``every_frame``: queue every
     camera frame (or every frame of a file paced for a microphone) instead of keeping only
     the newest; ``realtime``: pace a file at its frame rate; ``frame_timeout``: seconds
-    without a camera frame before ``CameraError``.
+    without a camera frame before ``CameraError``. ``server``: an ``avss-serve`` URL
+    (``http://host:port`` or ``grpc://host:port``): frames are segmented there
+    (``RemoteSegmenter``) instead of in this process; ``engines``, ``backend`` and ``flow``
+    are then the server's.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend``, ``dropped``
     (frames the source produced that were not segmented, from gaps in ``Frame.index``),
@@ -171,6 +174,7 @@ class Stream:
         realtime: bool = False,
         segmenter: Segmenter | None = None,
         frame_timeout: float = 10.0,
+        server: str | None = None,
     ) -> None:
         self._stop = threading.Event()
         self._closed = False
@@ -191,7 +195,12 @@ class Stream:
         self._owns_segmenter = segmenter is None
         if segmenter is None:
             words = clean_vocabulary(vocab)  # before loading the model: a bad vocabulary fails fast
-            self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
+            if server is not None:
+                from avss_sdk.remote import RemoteSegmenter
+
+                self.segmenter = RemoteSegmenter(server, vocab=words, scene=scene)
+            else:
+                self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
         else:
             self.segmenter = segmenter
             if vocab:
