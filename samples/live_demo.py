@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headless", action="store_true", help="no window (machines without a display)")
     parser.add_argument("--out", type=Path, help="write the overlay video here (.mp4 or .avi)")
     parser.add_argument("--snapshot", type=Path, help="save the last overlay frame as an image here (.png, .jpg)")
+    parser.add_argument("--web", metavar="[HOST:]PORT", help="show the overlay in a web browser at http://HOST:PORT/ "
+                                                           "instead of a window (default host 127.0.0.1)")
     args = parser.parse_args(argv)
     args.camera_given = args.camera is not None
     args.camera = args.camera if args.camera is not None else 0
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--headless shows nothing: give --out FILE, --snapshot IMAGE and/or --frames N")
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be at least 1")
-    if not args.headless and (why := can_show_windows()):
+    if not args.headless and args.web is None and (why := can_show_windows()):
         parser.error(f"cannot open a window: {why}; use --headless --out out.mp4")
 
     try:
@@ -129,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     except (CaptureError, FileNotFoundError, ValueError) as error:  # cameras, files, words, models
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.web is not None:
+        from avss_sdk.web import serve_stream
+
+        with stream:
+            try:
+                serve_stream(stream, args.web, lambda r: annotate(r.plot(), stream.fps, stream.backend), args.frames)
+            except KeyboardInterrupt:
+                return 130
+            except (ValueError, OSError) as error:  # a bad address, a port in use
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        return 0
     writer, first, count, image = None, None, 0, None
     try:
         with stream:
