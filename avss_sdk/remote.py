@@ -72,7 +72,7 @@ class RemoteSegmenter:
         kwargs = {"network_timeout": timeout} if scheme == "http" else {}
         self._client = client.InferenceServerClient(address, **kwargs)
         self._words: list[str] = []
-        self._scene: str | None = None
+        self._scene = ""
         self._stream = uuid.uuid4().hex
         if scene is not None:
             self.set_scene(scene)
@@ -85,9 +85,9 @@ class RemoteSegmenter:
 
     @property
     def scene(self) -> str | None:
-        return self._scene
+        return self._scene or None
 
-    def _infer(self, image: np.ndarray, audio: np.ndarray, words: Sequence[str], scene: str | None,
+    def _infer(self, image: np.ndarray, audio: np.ndarray, words: Sequence[str], scene: str,
                parameters: dict | None) -> dict[str, np.ndarray]:
         client = self._client_module
         tensors = [("image", image, "UINT8"), ("audio", audio, "FP32"),
@@ -113,11 +113,11 @@ class RemoteSegmenter:
         self._infer(_PROBE_FRAME, _PROBE_AUDIO, words, self._scene, None)
         return words
 
-    def prepare_scene(self, text: str | None) -> str | None:
-        """Check a scene description (None or blank: none); the server embeds it with the next frame."""
+    def prepare_scene(self, text: str | None) -> str:
+        """Check a scene description; "" stands for none (so ``use(scene=...)`` can switch it off)."""
         if text is not None and not isinstance(text, str):
             raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
-        return " ".join(text.split()) if text else None
+        return " ".join(text.split()) if text else ""
 
     def use(self, vocabulary: Sequence[str] | None = None, scene: str | None = None) -> None:
         """Switch to prepared words and/or scene (takes effect at the next frame)."""

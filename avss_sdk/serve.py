@@ -189,12 +189,12 @@ def _check_environment() -> None:
     """Fail early, in one line, where the Triton Python backend cannot work."""
     if int(np.__version__.split(".")[0]) >= 2:
         raise ServeError(
-            f"avss-serve needs numpy < 2 in the server process (this one has {np.__version__}): the Triton Python "
+            f"the server process needs numpy < 2 (this one has {np.__version__}): the Triton Python "
             "backend stub in nvidia-pytriton 0.7 misreads numpy 2 arrays; see the README's 'Serving' section")
     try:
         import pytriton  # noqa: F401
     except ImportError:
-        raise ServeError("avss-serve needs PyTriton: pip install 'avss_sdk[serve]' (see the README's 'Serving')") from None
+        raise ServeError("PyTriton is not installed: pip install 'avss_sdk[serve]' (see the README's 'Serving')") from None
 
 
 def _python_library_path() -> None:

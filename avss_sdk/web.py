@@ -167,7 +167,8 @@ class WebView:
                         self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                          f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
                         self.wfile.flush()
-                        view.frames_sent += 1
+                        with view._changed:
+                            view.frames_sent += 1
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the browser went away
 

@@ -31,7 +31,8 @@ from avss_sdk.stream import Stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_clip.mp4"
-DEMO_WORDS = json.loads(DEMO.with_suffix(".json").read_text())["vocab"]
+DEMO_INFO = json.loads(DEMO.with_suffix(".json").read_text())
+DEMO_WORDS = DEMO_INFO["vocab"]
 OTHER_WORDS = ["pink triangle", "dog", "purple square"]
 IDLE_TIMEOUT = 4.0  # seconds; well above a frame's time on a busy 2-core machine
 SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
@@ -142,6 +143,17 @@ def test_labels_equal_the_in_process_segmenter(server, frames, local, protocol):
             assert_same(remote.segment(image, audio), expected)
 
 
+def test_scene_text_reaches_the_server_and_can_be_switched_off(server, frames):
+    with Segmenter(vocab=DEMO_WORDS, scene=DEMO_INFO["scene"]) as here, \
+            RemoteSegmenter(server[1], vocab=DEMO_WORDS, scene=DEMO_INFO["scene"]) as there:
+        for image, audio in frames[:2]:
+            assert_same(there.segment(image, audio), here.segment(image, audio))
+        here.set_scene(None)
+        there.set_scene(None)
+        assert there.scene is None
+        assert_same(there.segment(*frames[2]), here.segment(*frames[2]))
+
+
 def test_stream_with_server_argument_matches_the_in_process_stream(server, frames):
     with Stream(source=DEMO, vocab=DEMO_WORDS) as here, Stream(source=DEMO, vocab=DEMO_WORDS, server=server[1]) as there:
         assert there.backend == f"triton {server[1]}"
@@ -228,3 +240,11 @@ def test_client_errors_are_one_line():
         RemoteSegmenter("ftp://127.0.0.1:1")
     with pytest.raises(ServerError):
         RemoteSegmenter(f"http://127.0.0.1:{free_port()}", vocab=["dog"])
+
+
+def test_serve_refuses_numpy_2_in_one_line():
+    assert int(np.__version__.split(".")[0]) >= 2  # the main environment (opencv-python 5 needs numpy 2)
+    done = subprocess.run([sys.executable, "-m", "avss_sdk.serve", "--http-port", str(free_port())], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "numpy < 2" in done.stderr

@@ -29,7 +29,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def long_clip(path: Path, repeats: int = 4) -> Path:
-    """The demo clip's frames ``repeats`` times over (MJPG .avi, no audio: the stream hears silence)."""
+    """The demo clip's frames ``repeats`` times over (MJPG .avi, no audio track: the stream dubs the clip's)."""
     capture, frames = cv2.VideoCapture(str(DEMO)), []
     while (ok := capture.read())[0]:
         frames.append(ok[1])
@@ -71,7 +71,9 @@ def browser():
 def test_page_streams_frames_and_takes_a_new_vocabulary(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    with Stream(source=long_clip(tmp_path / "clip.avi"), vocab=DEMO_WORDS, realtime=True) as stream:
+    clip = long_clip(tmp_path / "clip.avi")
+    with pytest.warns(UserWarning, match="no audio track"), \
+            Stream(source=clip, audio=DEMO, vocab=DEMO_WORDS, realtime=True) as stream:
         view = WebView(port=0, on_vocab=stream.set_vocab)
         worker = threading.Thread(target=lambda: [view.publish(r.plot(), stream.fps, r.vocab) for r in stream])
         worker.start()
@@ -87,6 +89,11 @@ def test_page_streams_frames_and_takes_a_new_vocabulary(browser, tmp_path):
             assert fps.endswith(" fps") and float(fps.split()[0]) > 0
             legend = browser.find_element(By.ID, "legend")
             assert all(word in legend.text for word in DEMO_WORDS)
+            wait_for(lambda: view.status()["frames"] >= 15, 60, "frame 15 (the shapes sound from there on)")
+            time.sleep(0.5)  # the page shows the newest frame
+            browser.save_screenshot(str(tmp_path / "web_view.png"))
+            shot = cv2.imread(str(tmp_path / "web_view.png"))
+            assert shot is not None and shot.shape[1] >= 600 and shot.std() > 10  # a page, not a blank
 
             box = browser.find_element(By.ID, "words")
             box.clear()
@@ -101,9 +108,6 @@ def test_page_streams_frames_and_takes_a_new_vocabulary(browser, tmp_path):
             browser.find_element(By.CSS_SELECTOR, "#vocab-form button").click()
             error = wait_for(lambda: browser.find_element(By.ID, "error").text, 10, "the page to show the error")
             assert "empty" in error
-            browser.save_screenshot(str(tmp_path / "web_view.png"))
-            shot = cv2.imread(str(tmp_path / "web_view.png"))
-            assert shot is not None and shot.shape[1] >= 600 and shot.std() > 10  # a page, not a blank
         finally:
             stream.stop()
             worker.join(timeout=30)
