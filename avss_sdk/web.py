@@ -39,7 +39,7 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>avss_sdk live view</title>
 <style>
 body {{ font-family: sans-serif; background: #222; color: #eee; margin: 1em; }}
-#view {{ max-width: 100%; image-rendering: pixelated; border: 1px solid #555; }}
+#view {{ width: min(100%, 480px); border: 1px solid #555; }}
 #legend span {{ display: inline-block; margin-right: 1em; }}
 #legend i {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em; vertical-align: middle; }}
 #error {{ color: #f88; }}
