@@ -21,7 +21,7 @@ the client stream whose previous frame feeds the flow stage; a request without i
 one-frame stream. PyTriton hands the inference callable the request's parameters but not
 Triton's sequence id (its proxy forwards inputs and parameters only), so the stream id
 travels as a parameter. A stream's state is dropped after ``--idle-timeout`` seconds
-without a frame (a client that dies leaks nothing) or at a request with ``stream_end``.
+without a frame (a client that dies leaks nothing).
 
 Vocabularies are embedded once per distinct word list (and the text cache keeps every
 prompt on disk), never per frame. Bad requests (a wrong dtype or shape, an empty
@@ -51,16 +51,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from avss_sdk.errors import AvssError
+from avss_sdk.segmenter import Segmenter, clean_vocabulary
 
 MODEL_NAME = "avss_ssp_ov"
 MAX_SIDE = 4096  # frames with a side longer than this are refused
 MAX_AUDIO_SAMPLES = 16000 * 10
 VOCAB_CACHE_SIZE = 256  # distinct word lists kept embedded
+MAX_STREAMS = 1024  # live client streams (each holds its previous frame, about 0.5 MB)
 
 
 class ServeError(AvssError, RuntimeError):
@@ -92,17 +94,12 @@ class StreamTable:
         with self._lock:
             for key in [k for k, s in self._states.items() if now - s.last_seen > self.idle_timeout]:
                 del self._states[key]
+            if stream not in self._states and len(self._states) >= MAX_STREAMS:
+                raise BadRequest(f"{MAX_STREAMS} streams are live: try again when one has been idle for "
+                                 f"{self.idle_timeout:g} s")
             state = self._states.setdefault(stream, _StreamState())
             state.last_seen = now
             return state
-
-    def drop(self, stream: str) -> None:
-        with self._lock:
-            self._states.pop(stream, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._states)
 
 
 class VocabTable:
@@ -113,7 +110,7 @@ class VocabTable:
         self._lock = threading.Lock()
         self._size = size
 
-    def get(self, key: tuple, prepare):
+    def get(self, key: tuple, prepare: Callable[[], object]) -> object:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -136,7 +133,7 @@ def _words(array: np.ndarray, name: str) -> list[str]:
 class FramePipeline:
     """One model instance's inference callable: a ``Segmenter`` whose flow reference is swapped per stream."""
 
-    def __init__(self, segmenter, streams: StreamTable, vocabs: VocabTable) -> None:
+    def __init__(self, segmenter: Segmenter, streams: StreamTable, vocabs: VocabTable) -> None:
         self.segmenter = segmenter
         self.streams = streams
         self.vocabs = vocabs
@@ -147,8 +144,6 @@ class FramePipeline:
             return [self._one(request) for request in requests]
 
     def _one(self, request) -> dict[str, np.ndarray]:
-        from avss_sdk.segmenter import clean_vocabulary
-
         image, audio = request["image"], np.asarray(request["audio"], np.float32).reshape(-1)
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise BadRequest(f"image must be UINT8 [H, W, 3], got {list(image.shape)}")
@@ -174,8 +169,6 @@ class FramePipeline:
         state.previous, frame = self.segmenter.previous, state.frames
         state.frames += 1
         state.last_seen = time.monotonic()  # idle time counts from the end of the last frame
-        if stream is not None and parameters.get("stream_end"):
-            self.streams.drop(str(stream))
         objects = [{"label": o.label, "class_index": o.class_index, "score": o.score, "box": list(o.box)}
                    for o in result.objects]
         return {
@@ -208,14 +201,12 @@ def _python_library_path() -> None:
 
 def serve(http_port: int = 8000, grpc_port: int = 8001, engines: str | Path | None = None, backend: str = "auto",
           flow: str = "model", instances: int = 1, threads: int | None = None, idle_timeout: float = 60.0,
-          host: str = "127.0.0.1", ready=None) -> None:
+          host: str = "127.0.0.1", ready: Callable[[], None] | None = None) -> None:
     """Run the server until interrupted (SIGINT or SIGTERM). ``ready`` is called once it answers requests."""
     _check_environment()
     _python_library_path()
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
-
-    from avss_sdk.segmenter import Segmenter
 
     streams, vocabs = StreamTable(idle_timeout), VocabTable()
     pipelines = [FramePipeline(Segmenter(engines, backend=backend, flow=flow, threads=threads), streams, vocabs)

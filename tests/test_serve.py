@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tritonclient_http = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (avss_sdk[client])")
-import tritonclient.grpc as tritonclient_grpc  # noqa: E402
+import tritonclient.grpc as tritonclient_grpc
+import tritonclient.http as tritonclient_http
 
-from avss_sdk.capture import FileSource  # noqa: E402
-from avss_sdk.remote import RemoteSegmenter, ServerError  # noqa: E402
-from avss_sdk.segmenter import Segmenter, VocabularyError  # noqa: E402
-from avss_sdk.stream import Stream  # noqa: E402
+from avss_sdk.capture import FileSource
+from avss_sdk.remote import RemoteSegmenter, ServerError
+from avss_sdk.segmenter import Segmenter, VocabularyError
+from avss_sdk.stream import Stream
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_clip.mp4"

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tritonclient_http = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (avss_sdk[client])")
+import tritonclient.http as tritonclient_http
 
-from avss_sdk.preprocess import log_mel, normalize_image, resize_frame  # noqa: E402
-from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter  # noqa: E402
-from export.triton_repository import ENSEMBLE_NAME, write_triton_repository  # noqa: E402
+from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
+from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
+from export.triton_repository import ENSEMBLE_NAME, write_triton_repository
 
 SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
 

@@ -54,7 +54,7 @@ def wait_for(condition, timeout: float, what: str):
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.fail("Debian chromium and chromium-driver are needed (.ci/run installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (avss_sdk[dev])")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -135,3 +135,29 @@ def test_serve_stream_rejects_a_bad_address():
 
     with pytest.raises(ValueError, match="HOST:PORT"):
         serve_stream(NoStream(), "localhost:http")
+
+
+def test_live_demo_web_option_serves_the_stream():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = subprocess.Popen([sys.executable, str(ROOT / "samples" / "live_demo.py"), "--web", f"127.0.0.1:{port}",
+                             "--frames", "20"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def frames() -> int:
+            try:
+                return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read())["frames"]
+            except OSError:  # not listening yet
+                return 0
+
+        wait_for(lambda: frames() > 0, 120, "the demo's first frame on the web view")
+        out, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+        demo.wait(10)
+    assert demo.returncode == 0, err
+    assert f"live view at http://127.0.0.1:{port}/" in out
