@@ -8,6 +8,7 @@ typed into the page reaches the stream and changes the legend.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -146,7 +147,8 @@ def test_live_demo_web_option_serves_the_stream():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = subprocess.Popen([sys.executable, str(ROOT / "samples" / "live_demo.py"), "--web", f"127.0.0.1:{port}",
-                             "--frames", "20"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--frames", "20"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def frames() -> int:
             try:
