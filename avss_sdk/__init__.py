@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AvssError", "Segmenter", "Stream", "Result", "SoundingObject", "VocabularyError"]
+__all__ = ["AvssError", "Segmenter", "RemoteSegmenter", "Stream", "Result", "SoundingObject", "VocabularyError"]
 
 _EXPORTS = {"AvssError": "avss_sdk.errors", "Segmenter": "avss_sdk.segmenter", "VocabularyError": "avss_sdk.segmenter",
+            "RemoteSegmenter": "avss_sdk.remote",
             "Stream": "avss_sdk.stream", "Result": "avss_sdk.result", "SoundingObject": "avss_sdk.result"}
 
 

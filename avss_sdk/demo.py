@@ -33,6 +33,7 @@ from avss_sdk.result import Result
 from avss_sdk.segmenter import Segmenter
 from avss_sdk.stream import Stream
 from avss_sdk.viz import class_color, legend_panel, panel_width
+from avss_sdk.web import WebView, parse_address
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo_clip.mp4"
 DEFAULT_OUT = Path("segmented.mp4")
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--headless", action="store_true", help="no window (machines without a display)")
     parser.add_argument("--out", type=Path, help="write the overlay video here (.mp4: H.264 with the sound)")
     parser.add_argument("--snapshot", type=Path, help="save the last overlay frame as an image here (.png, .jpg)")
+    parser.add_argument("--web", metavar="[HOST:]PORT", help="show the overlay in a web browser at http://HOST:PORT/ "
+                        "(MJPEG, with a box to change the words) instead of a window; default host 127.0.0.1")
     parser.add_argument("--verbose", action="store_true", help="say more (e.g. why TensorRT was skipped)")
     return parser
 
@@ -109,10 +112,15 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
         parser.error('--vocab is required with a camera, e.g. --vocab "dog, guitar, person speaking"')
     if not args.vocab and args.source is not None and not is_demo_clip(args.source):
         parser.error('--vocab is required with --source, e.g. --vocab "dog, guitar, person speaking"')
-    if not args.headless and (why := can_show_windows()):
+    if args.web is not None:
+        try:
+            parse_address(args.web)
+        except ValueError as error:
+            parser.error(str(error))
+    if not args.headless and args.web is None and (why := can_show_windows()):
         print(f"cannot open a window: {why}; running headless", file=sys.stderr)
         args.headless = True
-    if args.headless and args.out is None and args.snapshot is None and args.frames is None:
+    if args.headless and args.web is None and args.out is None and args.snapshot is None and args.frames is None:
         args.out = DEFAULT_OUT
     return args
 
@@ -163,6 +171,25 @@ class WindowSink:
 
     def close(self) -> None:
         cv2.destroyAllWindows()
+
+
+class WebSink:
+    """The overlay in a web browser (:mod:`avss_sdk.web`): MJPEG at /stream, words typed in the page."""
+
+    def __init__(self, address: str) -> None:
+        self.host, self.port = parse_address(address)
+        self.view: WebView | None = None
+
+    def add(self, image: np.ndarray, result: Result, stream: Stream) -> bool:
+        if self.view is None:  # opened on the first overlay: the page's word box needs the stream
+            self.view = WebView(self.port, self.host, on_vocab=stream.set_vocab)
+            print(f"live view at {self.view.url}", file=sys.stderr, flush=True)
+        self.view.publish(image, stream.fps, result.vocab)
+        return True
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
 
 
 class VideoSink:
@@ -288,7 +315,9 @@ def demo_panel_width(stream: Stream, height: int) -> int:
 def make_sinks(args: argparse.Namespace) -> list[Sink]:
     """The outputs the arguments ask for."""
     sinks: list[Sink] = []
-    if not args.headless:
+    if args.web is not None:
+        sinks.append(WebSink(args.web))
+    elif not args.headless:
         sinks.append(WindowSink())
     if args.out is not None:
         sinks.append(VideoSink(args.out))

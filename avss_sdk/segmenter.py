@@ -169,6 +169,15 @@ class Segmenter:
         """Forget the previous frame (a new source starts): the next frame's flow is zero."""
         self._previous = None
 
+    @property
+    def previous(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The flow reference (previous frame's model input, resized RGB); a server swaps it per stream."""
+        return self._previous
+
+    @previous.setter
+    def previous(self, state: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self._previous = state
+
     def _flow(self, previous: np.ndarray, current: np.ndarray, small: np.ndarray,
               previous_small: np.ndarray) -> np.ndarray:
         if self.flow_mode == "model":

@@ -153,6 +153,10 @@ class Stream:
     the newest; ``realtime``: pace a file at its frame rate; ``frame_timeout``: seconds
     without a frame from the camera the stream opens before ``CameraError`` (a source object
     keeps its own).
+    ``server``: an ``avss-serve`` URL
+    (``http://host:port`` or ``grpc://host:port``): frames are segmented there
+    (``RemoteSegmenter``) instead of in this process; ``engines``, ``backend`` and ``flow``
+    are then the server's.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend`` (the object) and
     ``backend_name``, ``dropped``
@@ -175,6 +179,7 @@ class Stream:
         realtime: bool = False,
         segmenter: Segmenter | None = None,
         frame_timeout: float = 10.0,
+        server: str | None = None,
     ) -> None:
         self._stop = threading.Event()
         self._cancel = threading.Event()  # set by close(): the vocabulary worker stops between chunks
@@ -202,7 +207,12 @@ class Stream:
         keep = segmenter is not None and vocab is None and segmenter.vocab  # the segmenter's own words
         words = None if keep else clean_vocabulary(vocab)  # before the model loads: bad words fail fast
         if segmenter is None:
-            self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
+            if server is not None:
+                from avss_sdk.remote import RemoteSegmenter
+
+                self.segmenter = RemoteSegmenter(server, vocab=words, scene=scene)
+            else:
+                self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
         else:
             self.segmenter = segmenter
             if words is not None:

@@ -1,0 +1,165 @@
+"""RemoteSegmenter: the ``Segmenter`` API answered by an ``avss-serve`` Triton server.
+
+    segmenter = RemoteSegmenter("grpc://127.0.0.1:8001", vocab=["dog", "guitar"])
+    result = segmenter.segment(rgb, audio)            # the same Result as Segmenter.segment
+    Stream(camera=0, vocab=[...], server="http://127.0.0.1:8000")   # the same, for a stream
+
+Each ``RemoteSegmenter`` is one client stream: its frames carry a stream id (a request
+parameter, see :mod:`avss_sdk.serve`) so the server keeps its previous frame for the flow
+stage; ``reset()`` starts a new stream. URLs are ``http://host:port`` or
+``grpc://host:port`` (no scheme: HTTP). Needs ``tritonclient`` (``pip install
+'avss_sdk[client]'``), which works with numpy 1 and 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Sequence
+
+import numpy as np
+
+from avss_sdk.errors import AvssError
+from avss_sdk.result import Result, SoundingObject
+from avss_sdk.segmenter import VocabularyError, clean_vocabulary
+
+MODEL_NAME = "avss_ssp_ov"
+_PROBE_FRAME = np.zeros((8, 8, 3), np.uint8)  # what prepare_vocab sends so the server embeds new words early
+_PROBE_AUDIO = np.zeros(160, np.float32)
+
+
+class ServerError(AvssError, RuntimeError):
+    """The server refused a request or could not be reached; the message is the server's reason."""
+
+
+def _reason(error: Exception) -> str:
+    """The one line of a Triton error that says why: our ``BadRequest`` text, else the last exception line."""
+    text = str(error)
+    found = re.findall(r"(?:BadRequest|VocabularyError|ValueError): ([^\n]+)", text)
+    if found:
+        return found[-1].strip()
+    lines = [line.strip() for line in text.splitlines() if re.match(r"\s*\w+(Error|Exception): ", line)]
+    return lines[-1] if lines else text.splitlines()[0] if text else type(error).__name__
+
+
+class RemoteSegmenter:
+    """Segment frames on an ``avss-serve`` server: ``segment(rgb, audio)`` -> :class:`Result`.
+
+    ``url``: ``http://host:port`` or ``grpc://host:port``. ``vocab`` / ``scene`` as for
+    ``Segmenter``. ``timeout``: seconds a request may take (network and inference).
+    """
+
+    max_words = None  # the server checks the vocabulary size against its engines
+
+    def __init__(self, url: str, vocab: Sequence[str] = (), scene: str | None = None, timeout: float = 30.0) -> None:
+        scheme, _, address = url.rpartition("://")
+        scheme = scheme or "http"
+        if scheme not in ("http", "grpc") or not address:
+            raise ValueError(f"server URL must be http://host:port or grpc://host:port, got {url!r}")
+        try:
+            if scheme == "grpc":
+                import tritonclient.grpc as client
+            else:
+                import tritonclient.http as client
+        except ImportError:
+            raise ServerError("RemoteSegmenter needs tritonclient: pip install 'avss_sdk[client]'") from None
+        self.url = f"{scheme}://{address}"
+        self.backend_name = f"triton {self.url}"
+        self._client_module = client
+        self._timeout = timeout
+        kwargs = {"network_timeout": timeout} if scheme == "http" else {}
+        self._client = client.InferenceServerClient(address, **kwargs)
+        self._words: list[str] = []
+        self._scene = ""
+        self._stream = uuid.uuid4().hex
+        if scene is not None:
+            self.set_scene(scene)
+        if vocab:
+            self.set_vocab(vocab)
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(self._words)
+
+    @property
+    def scene(self) -> str | None:
+        return self._scene or None
+
+    def _infer(self, image: np.ndarray, audio: np.ndarray, words: Sequence[str], scene: str,
+               parameters: dict | None) -> dict[str, np.ndarray]:
+        client = self._client_module
+        tensors = [("image", image, "UINT8"), ("audio", audio, "FP32"),
+                   ("vocab", np.array([w.encode("utf-8") for w in words], dtype=np.object_), "BYTES")]
+        if scene:
+            tensors.append(("scene", np.array([scene.encode("utf-8")], dtype=np.object_), "BYTES"))
+        inputs = []
+        for name, array, dtype in tensors:
+            tensor = client.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = [client.InferRequestedOutput(name) for name in ("labels", "objects", "stream_frame")]
+        kwargs = {"client_timeout": self._timeout} if client.__name__.endswith("grpc") else {}
+        try:
+            response = self._client.infer(MODEL_NAME, inputs, outputs=outputs, parameters=parameters, **kwargs)
+        except Exception as error:  # tritonclient raises its own exception types per protocol
+            raise ServerError(f"{self.url}: {_reason(error)}") from None
+        return {name: response.as_numpy(name) for name in ("labels", "objects", "stream_frame")}
+
+    def prepare_vocab(self, words: Sequence[str]) -> list[str]:
+        """Check the words and have the server embed them now (one tiny frame), so the switch does not stall."""
+        words = clean_vocabulary(words)
+        self._infer(_PROBE_FRAME, _PROBE_AUDIO, words, self._scene, None)
+        return words
+
+    def prepare_scene(self, text: str | None) -> str:
+        """Check a scene description; "" stands for none (so ``use(scene=...)`` can switch it off)."""
+        if text is not None and not isinstance(text, str):
+            raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
+        return " ".join(text.split()) if text else ""
+
+    def use(self, vocabulary: Sequence[str] | None = None, scene: str | None = None) -> None:
+        """Switch to prepared words and/or scene (takes effect at the next frame)."""
+        if vocabulary is not None:
+            self._words = list(vocabulary)
+        if scene is not None:
+            self._scene = scene
+
+    def set_vocab(self, words: Sequence[str]) -> None:
+        self.use(vocabulary=self.prepare_vocab(words))
+
+    def set_scene(self, text: str | None) -> None:
+        self._scene = self.prepare_scene(text)
+
+    def reset(self) -> None:
+        """Start a new stream on the server: the next frame has no previous frame (zero flow)."""
+        self._stream = uuid.uuid4().hex
+
+    def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0) -> Result:
+        """Segment one RGB uint8 frame [H, W, 3] with the 16 kHz mono audio window that ends at it."""
+        words = self._words
+        if not words:
+            raise VocabularyError("no vocabulary set: pass vocab=[...] or call set_vocab([...]) first")
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {image.dtype} {image.shape}")
+        start = time.perf_counter()
+        out = self._infer(np.ascontiguousarray(image), np.asarray(audio, np.float32).reshape(-1), words,
+                          self._scene, {"stream": self._stream})
+        labels = out["labels"]
+        objects = [SoundingObject(o["label"], int(o["class_index"]), float(o["score"]),
+                                  labels == o["class_index"] + 1, tuple(int(v) for v in o["box"]))
+                   for o in json.loads(bytes(out["objects"].reshape(-1)[0]).decode("utf-8"))]
+        timings = {"total": (time.perf_counter() - start) * 1000.0}
+        return Result(image, timestamp, labels, list(words), objects, timings, index)
+
+    def close(self) -> None:
+        """Close the connection (the server drops this stream's state after its idle timeout)."""
+        self._client.close()
+
+    def __enter__(self) -> "RemoteSegmenter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,250 @@
+"""avss-serve on a real Triton Inference Server (PyTriton), queried over HTTP and gRPC on loopback.
+
+The server runs as its own process (``python -m avss_sdk.serve``) with the interpreter of
+the serving environment (numpy < 2, see the README's "Serving"): ``$AVSS_SERVE_PYTHON``,
+else ``~/.cache/avss_sdk/serve-env/bin/python`` (what ``.ci/run`` creates). Clients are
+this process (numpy 2) through ``RemoteSegmenter`` and raw ``tritonclient`` requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tritonclient.grpc as tritonclient_grpc
+import tritonclient.http as tritonclient_http
+
+from avss_sdk.capture import FileSource
+from avss_sdk.remote import RemoteSegmenter, ServerError
+from avss_sdk.segmenter import Segmenter, VocabularyError
+from avss_sdk.stream import Stream
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "samples" / "demo_clip.mp4"
+DEMO_INFO = json.loads(DEMO.with_suffix(".json").read_text())
+DEMO_WORDS = DEMO_INFO["vocab"]
+OTHER_WORDS = ["pink triangle", "dog", "purple square"]
+IDLE_TIMEOUT = 4.0  # seconds; well above a frame's time on a busy 2-core machine
+SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real avss-serve on random loopback ports; yields (http_url, grpc_url)."""
+    if not SERVE_PYTHON.is_file():
+        pytest.fail(f"no serving environment at {SERVE_PYTHON}: create it as .ci/run does, or set AVSS_SERVE_PYTHON")
+    http, grpc = free_port(), free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(SERVE_PYTHON), "-m", "avss_sdk.serve", "--http-port", str(http), "--grpc-port", str(grpc),
+             "--idle-timeout", str(IDLE_TIMEOUT)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{http}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"avss-serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if client.is_model_ready("avss_ssp_ov"):
+                    break
+            except Exception:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"avss-serve not ready in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{http}", f"grpc://127.0.0.1:{grpc}"
+    finally:
+        client.close()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """The first 4 frames of the demo clip with the audio windows that end at them."""
+    with FileSource(DEMO) as source:
+        out = []
+        while len(out) < 4:
+            frame = source.read()
+            out.append((frame.image, source.window(frame.timestamp)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def local():
+    """In-process reference results: {tuple(words): [Result per frame]} computed lazily."""
+    cache: dict = {}
+
+    def results(words, frames):
+        key = (tuple(words), len(frames))
+        if key not in cache:
+            with Segmenter(vocab=words) as segmenter:
+                cache[key] = [segmenter.segment(image, audio) for image, audio in frames]
+        return cache[key]
+
+    return results
+
+
+def assert_same(remote, reference) -> None:
+    assert remote.vocab == reference.vocab
+    np.testing.assert_array_equal(remote.labels, reference.labels)
+    assert [(o.label, o.box) for o in remote.objects] == [(o.label, o.box) for o in reference.objects]
+    np.testing.assert_allclose([o.score for o in remote.objects], [o.score for o in reference.objects], rtol=1e-5)
+    for o in remote.objects:
+        np.testing.assert_array_equal(o.mask, remote.labels == o.class_index + 1)
+
+
+def raw_request(url: str, image, audio, words, parameters=None, image_dtype="UINT8"):
+    """One request through plain tritonclient (no SDK): returns the response or raises its exception."""
+    client_module = tritonclient_grpc if url.startswith("grpc") else tritonclient_http
+    client = client_module.InferenceServerClient(url.split("://")[1])
+    try:
+        vocab = np.array([w.encode() for w in words], dtype=np.object_)
+        inputs = []
+        for name, array, dtype in (("image", image, image_dtype), ("audio", audio, "FP32"), ("vocab", vocab, "BYTES")):
+            tensor = client_module.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return client.infer("avss_ssp_ov", inputs, parameters=parameters)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_labels_equal_the_in_process_segmenter(server, frames, local, protocol):
+    url = server[0] if protocol == "http" else server[1]
+    reference = local(DEMO_WORDS, frames)
+    assert any(r.objects for r in reference), "the demo clip should show sounding objects"
+    with RemoteSegmenter(url, vocab=DEMO_WORDS) as remote:
+        for (image, audio), expected in zip(frames, reference):
+            assert_same(remote.segment(image, audio), expected)
+
+
+def test_scene_text_reaches_the_server_and_can_be_switched_off(server, frames):
+    with Segmenter(vocab=DEMO_WORDS, scene=DEMO_INFO["scene"]) as here, \
+            RemoteSegmenter(server[1], vocab=DEMO_WORDS, scene=DEMO_INFO["scene"]) as there:
+        for image, audio in frames[:2]:
+            assert_same(there.segment(image, audio), here.segment(image, audio))
+        here.set_scene(None)
+        there.set_scene(None)
+        assert there.scene is None
+        assert_same(there.segment(*frames[2]), here.segment(*frames[2]))
+
+
+def test_stream_with_server_argument_matches_the_in_process_stream(server, frames):
+    with Stream(source=DEMO, vocab=DEMO_WORDS) as here, Stream(source=DEMO, vocab=DEMO_WORDS, server=server[1]) as there:
+        assert there.backend == f"triton {server[1]}"
+        for _ in range(3):
+            assert_same(next(there), next(here))
+        there.set_vocab(OTHER_WORDS).result(timeout=60)
+        assert next(there).vocab == OTHER_WORDS
+
+
+def test_concurrent_streams_with_different_vocabularies_do_not_mix(server, frames, local):
+    expected = {tuple(DEMO_WORDS): local(DEMO_WORDS, frames), tuple(OTHER_WORDS): local(OTHER_WORDS, frames)}
+    got: dict = {}
+    errors: list = []
+    start = threading.Barrier(2)
+
+    def client(words, url):
+        try:
+            with RemoteSegmenter(url, vocab=words) as remote:
+                start.wait(timeout=30)
+                got[tuple(words)] = [remote.segment(image, audio) for image, audio in frames]
+        except Exception as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(DEMO_WORDS, server[0])),
+               threading.Thread(target=client, args=(OTHER_WORDS, server[1]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for words, results in expected.items():
+        for remote, reference in zip(got[words], results):
+            assert_same(remote, reference)
+
+
+def test_a_killed_clients_stream_state_is_dropped(server, frames):
+    image, audio = frames[0]
+    script = (
+        "import sys, numpy as np, tritonclient.http as h\n"
+        f"c = h.InferenceServerClient({server[0].split('://')[1]!r})\n"
+        f"image = np.zeros({list(image.shape)}, np.uint8); audio = np.zeros(16000, np.float32)\n"
+        "vocab = np.array([b'dog'], dtype=np.object_)\n"
+        "for i in range(1000):\n"
+        "    inputs = [h.InferInput('image', list(image.shape), 'UINT8'), h.InferInput('audio', [16000], 'FP32'),\n"
+        "              h.InferInput('vocab', [1], 'BYTES')]\n"
+        "    for t, a in zip(inputs, (image, audio, vocab)): t.set_data_from_numpy(a)\n"
+        "    c.infer('avss_ssp_ov', inputs, parameters={'stream': 'doomed'})\n"
+        "    if i == 2: print('sent', flush=True)\n"
+    )
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "sent"
+    finally:
+        client.kill()
+        client.wait(10)
+    alive = raw_request(server[0], image, audio, ["dog"], {"stream": "doomed"})
+    assert alive.as_numpy("stream_frame")[0] >= 3  # the dead client's stream was still there
+    time.sleep(IDLE_TIMEOUT + 0.5)
+    fresh = raw_request(server[0], image, audio, ["dog"], {"stream": "doomed"})
+    assert fresh.as_numpy("stream_frame")[0] == 0  # dropped after the idle timeout: a new stream
+    once = raw_request(server[1], image, audio, ["dog"])  # no stream id: a one-frame stream
+    assert once.as_numpy("stream_frame")[0] == 0
+
+
+def test_bad_requests_get_errors_and_the_server_keeps_serving(server, frames, local):
+    image, audio = frames[0]
+    with pytest.raises(Exception, match="(?i)data.?type|datatype|unexpected"):
+        raw_request(server[0], image.astype(np.float32), audio, DEMO_WORDS, image_dtype="FP32")
+    with pytest.raises(Exception):
+        raw_request(server[1], image, audio, [])
+    remote = RemoteSegmenter(server[1], vocab=DEMO_WORDS)
+    with pytest.raises(ServerError, match="too large") as error:
+        remote.segment(np.zeros((4097, 2, 3), np.uint8), audio)
+    assert "\n" not in str(error.value)
+    with pytest.raises(Exception, match="blank"):
+        raw_request(server[0], image, audio, ["dog", "   "])  # what a client without the SDK's checks can send
+    with pytest.raises(VocabularyError):
+        remote.set_vocab([])
+    assert_same(remote.segment(image, audio), local(DEMO_WORDS, frames)[0])
+
+
+def test_client_errors_are_one_line():
+    with pytest.raises(ValueError, match="http://host:port"):
+        RemoteSegmenter("ftp://127.0.0.1:1")
+    with pytest.raises(ServerError):
+        RemoteSegmenter(f"http://127.0.0.1:{free_port()}", vocab=["dog"])
+
+
+def test_serve_refuses_numpy_2_in_one_line():
+    assert int(np.__version__.split(".")[0]) >= 2  # the main environment (opencv-python 5 needs numpy 2)
+    done = subprocess.run([sys.executable, "-m", "avss_sdk.serve", "--http-port", str(free_port())], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "numpy < 2" in done.stderr
