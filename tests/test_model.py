@@ -260,6 +260,15 @@ def test_log_mel_follows_vggish_conventions():
     assert preprocess.LOG_MEL_SAMPLES == 15600
 
 
+def test_log_mel_applies_the_whole_filterbank():
+    noise = np.random.default_rng(3).standard_normal((2, preprocess.LOG_MEL_SAMPLES)).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(noise, preprocess.MEL_WINDOW, axis=-1)[..., ::preprocess.MEL_HOP, :]
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(preprocess.MEL_WINDOW) / preprocess.MEL_WINDOW)
+    spectrum = np.abs(np.fft.rfft(frames * hann, n=preprocess.MEL_FFT, axis=-1))
+    dense = np.log(spectrum @ preprocess.mel_filterbank().astype(np.float64) + preprocess.LOG_OFFSET)
+    assert np.allclose(preprocess.log_mel(noise), dense, atol=1e-4)
+
+
 def test_image_normalisation():
     image = np.array([[[0, 128, 255]]], np.uint8)
     out = preprocess.normalize_image(image)
