@@ -377,7 +377,14 @@ def test_a_server_that_never_answers_is_a_timeout_in_words():
 
 
 def test_close_cancels_a_running_vocabulary_job(segmenter):
-    """4000 new words are about 250 text-encoder calls; close() stops them after the one in progress."""
+    """4000 new words are 250 text-encoder calls; close() returns after the one in progress.
+
+    The bound is relative to one call measured here (16 new words), so a busy machine does
+    not make it fail: waiting for the job would take about 250 of them.
+    """
+    started = time.monotonic()
+    segmenter.prepare_vocab([f"probe {uuid.uuid4().hex[:12]}" for _ in range(16)])
+    one_call = time.monotonic() - started
     words = [f"thing {uuid.uuid4().hex[:12]}" for _ in range(4000)]
     stream = Stream(source=DEMO, vocab=["dog"], segmenter=segmenter)
     future = stream.set_vocab(words)
@@ -389,7 +396,7 @@ def test_close_cancels_a_running_vocabulary_job(segmenter):
     stream.close()
     closing = time.monotonic() - started
     assert future.done() and isinstance(future.exception(), CancelledError)
-    assert closing < 2.0, closing  # the whole job takes far longer on this CPU
+    assert closing < 5 * one_call + 0.5, (closing, one_call)
     assert f"a photo of a {words[-1]}." not in segmenter.text_cache
     assert segmenter.segment(np.zeros((32, 32, 3), np.uint8), np.zeros(100, np.float32)).vocab == ["dog"]
 
@@ -422,3 +429,23 @@ def test_train_refuses_a_value_of_the_wrong_type_in_one_line(override, message, 
                            "--set", override], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_damaged_checkpoints_are_one_line_errors_not_tracebacks(tmp_path):
+    torch = pytest.importorskip("torch")
+    from avss_sdk.modeling.ssp_ov import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_model
+
+    head = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
+    damaged = {"no config": {**head, "model": {}}, "numbers as weights": {**head, "config": {}, "model": {"a": 1}},
+               "unbuildable config": {**head, "config": {"hidden_dim": "wide"}, "model": {}},
+               "negative size": {**head, "config": {"hidden_dim": -4}, "model": {}}}
+    for name, payload in damaged.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(payload, path)
+        with pytest.raises(CheckpointError, match="damaged|cannot build"):
+            load_model(path)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_stats.py"), "--checkpoint",
+                           str(tmp_path / "no config.pt")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "is damaged" in done.stderr + done.stdout

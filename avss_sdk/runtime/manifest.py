@@ -311,9 +311,15 @@ class Manifest:
         Names as the segmenter uses them, shapes from the preprocess and text sections, and
         every tensor one stage hands to another of one shape and dtype in both.
         """
+        try:
+            self._check_stages()
+        except ManifestError as error:
+            raise ManifestError(f"{self.root / MANIFEST_NAME}: {error}") from None
+
+    def _check_stages(self) -> None:
         size, stride = self.preprocess.image_size, self.preprocess.flow_stride
         grid = size // stride
-        expected = {  # name: shape; None where any size is fine
+        expected = {  # the shapes the sections fix; other tensors only have to agree from stage to stage
             "previous": ("batch", 3, size, size), "current": ("batch", 3, size, size),
             "image": ("batch", 3, size, size), "flow": ("batch", 2, grid, grid),
             "log_mel": ("batch", self.preprocess.mel_frames, self.preprocess.mel_bands),
