@@ -152,6 +152,7 @@ def test_one_stage_swapped_for_another_is_found_at_load(tmp_path):
         OnnxRuntimeBackend(manifest, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_auto_falls_back_when_a_backend_fails_to_load(tmp_path):
     """ONNX Runtime refuses the swapped file; "auto" goes on to torch, which has the checkpoint."""
     pytest.importorskip("torch")
@@ -354,7 +355,7 @@ def test_live_demo_refuses_a_negative_camera_and_a_vocabulary_of_no_words():
 def test_a_microphone_given_with_a_file_is_used_not_ignored(segmenter, tmp_path):
     with pytest.raises(MicrophoneError, match="not found"):
         Stream(source=DEMO, mic=999, vocab=["dog"], segmenter=segmenter)
-    with pytest.raises(StreamError, match="two different audio sources"):
+    with pytest.raises(StreamError, match="two audio sources"):
         Stream(source=DEMO, mic=0, audio=str(tmp_path / "other.wav"), vocab=["dog"], segmenter=segmenter)
 
 
@@ -420,15 +421,23 @@ def test_a_resumed_run_removes_orphans_and_does_not_repeat_log_lines(tmp_path):
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
-@pytest.mark.parametrize("override, message", [("optim.steps=abc", "optim.steps must be a whole number"),
-                                               ("model.use_vta=maybe", "model.use_vta must be true or false"),
-                                               ("optim.lr=fast", "lr must be a number")])
-def test_train_refuses_a_value_of_the_wrong_type_in_one_line(override, message, tmp_path):
+def test_train_refuses_a_value_of_the_wrong_type_in_one_line(tmp_path):
     pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "train"))
+    try:
+        from train import load_config
+    finally:
+        sys.path.remove(str(ROOT / "train"))
+    for override, message in (("optim.steps=abc", "optim.steps must be a whole number"),
+                              ("model.use_vta=maybe", "model.use_vta must be true or false"),
+                              ("optim.lr=fast", "lr must be a number"), ("log_every=1.5", "log_every must be")):
+        with pytest.raises(SystemExit, match=message):
+            load_config(None, [override])
     done = subprocess.run([sys.executable, str(ROOT / "train" / "train.py"), "--out", str(tmp_path / "run"),
-                           "--set", override], capture_output=True, text=True, timeout=300,
+                           "--set", "optim.steps=abc"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
-    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0 and "optim.steps must be a whole number" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_damaged_checkpoints_are_one_line_errors_not_tracebacks(tmp_path):
