@@ -423,11 +423,12 @@ def test_a_resumed_run_removes_orphans_and_does_not_repeat_log_lines(tmp_path):
 
 def test_train_refuses_a_value_of_the_wrong_type_in_one_line(tmp_path):
     pytest.importorskip("torch")
-    sys.path.insert(0, str(ROOT / "train"))
-    try:
-        from train import load_config
-    finally:
-        sys.path.remove(str(ROOT / "train"))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    load_config = script.load_config
     for override, message in (("optim.steps=abc", "optim.steps must be a whole number"),
                               ("model.use_vta=maybe", "model.use_vta must be true or false"),
                               ("optim.lr=fast", "lr must be a number"), ("log_every=1.5", "log_every must be")):

@@ -121,10 +121,10 @@ def _template(value: Any, what: str) -> str:
     return value
 
 
-def _section(values: dict[str, Any], name: str) -> dict[str, Any]:
+def _section(values: dict[str, Any], name: str, parent: str = "") -> dict[str, Any]:
     section = values.get(name)
     if not isinstance(section, dict):
-        raise ManifestError(f"section {name!r} is missing or not a mapping")
+        raise ManifestError(f"is incomplete or malformed: {parent}{name} is missing or not a mapping")
     return section
 
 
@@ -403,7 +403,8 @@ class Manifest:
                                 f"this avss_sdk reads version {MANIFEST_VERSION} (re-run export/build_engines.py)")
         try:
             stages_values = _section(values, "stages")
-            stages = {name: StageEntry.from_dict(name, _section(stages_values, name)) for name in STAGE_NAMES}
+            stages = {name: StageEntry.from_dict(name, _section(stages_values, name, "stages."))
+                      for name in STAGE_NAMES}
             manifest = cls(path.parent, ModelInfo.from_dict(_section(values, "model")), values["precision"],
                            values["max_vocab"], Preprocess.from_dict(_section(values, "preprocess")),
                            Postprocess.from_dict(_section(values, "postprocess")),
@@ -411,7 +412,8 @@ class Manifest:
                            values.get("engines", {"built": False, "reason": "not recorded"}))
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ManifestError):
-                raise ManifestError(f"{path}: {error}") from None
+                separator = " " if str(error).startswith("is incomplete") else ": "
+                raise ManifestError(f"{path}{separator}{error}") from None
             raise ManifestError(f"{path} is incomplete or malformed: {error!r}") from error
         for stage in stages.values():
             for file in list(stage.onnx.values()) + ([stage.engine.file] if stage.engine else []):
