@@ -17,11 +17,11 @@ with the ``LOG_MEL_SECONDS`` of audio that end at its timestamp, on one clock):
   file's own media clock. Frames are processed as fast as the model runs, every one
   (``realtime=True`` paces them at the file's frame rate instead).
 * ``audio=`` replaces the audio of either:
-  - a microphone index (``mic=`` says the same): with a camera it is that microphone; with a file the file is
-    *played as if live*: each frame is released at its media time on the monotonic clock
-    and stamped with that time, paired with what the microphone heard then, and a frame
-    that is already late when the next one is due is dropped like a camera's
-    (``every_frame=True`` keeps them all);
+  - a microphone index (``mic=`` with a file says the same, and also takes a device name):
+    with a camera it is the same as ``mic=``; with a file the file is *played as if live*:
+    each frame is released at its media time on the monotonic clock and stamped with that
+    time, paired with what the microphone heard then, and a frame that is already late
+    when the next one is due is dropped like a camera's (``every_frame=True`` keeps them all);
   - a local media file: its first audio track is *dubbed* over the video: the track's time
     0 is the time of the stream's first frame, on the stream's clock, whether the video
     is a camera or a file; after its end the audio is silence. The track is decoded
@@ -35,8 +35,8 @@ thread (``segmenter.clean_vocabulary``: empty, not strings, blank, too long, mor
 engines take: ``VocabularyError`` at once; a duplicate is dropped with a warning), then a
 background worker runs the text encoder (``Segmenter.prepare_vocab``, hundreds of ms when
 the words are new; ``close()`` cancels it between text-encoder calls) and the frame loop
-switches to it (``Segmenter.use``, O(1)) before the first frame after it is ready. Frames keep coming with the old words meanwhile. The
-returned ``Future`` resolves when the vocabulary is ready; a failure there (one that only
+switches to it (``Segmenter.use``, O(1)) before the first frame after it is ready. Frames
+keep coming with the old words meanwhile. The returned ``Future`` resolves when the vocabulary is ready; a failure there (one that only
 the text encoder finds) is kept in the future and also issued as a warning, and the
 stream goes on with the previous words.
 
@@ -199,10 +199,8 @@ class Stream:
             raise StreamError("no video: give camera= (an index or URL) or source= (a file or URL)")
         if source is None:
             check_camera(camera)  # before the model loads, and before OpenCV sees it
-        if source is not None and mic is not None:
-            if audio is not None and audio != mic:
-                raise StreamError(f"mic={mic!r} and audio={audio!r} name two different audio sources; give one")
-            audio = mic
+        if source is not None and mic is not None and audio is not None:
+            raise StreamError(f"mic={mic!r} and audio={audio!r} name two audio sources for one video; give one")
         self._owns_segmenter = segmenter is None
         keep = segmenter is not None and vocab is None and segmenter.vocab  # the segmenter's own words
         words = None if keep else clean_vocabulary(vocab)  # before the model loads: bad words fail fast
@@ -240,6 +238,8 @@ class Stream:
               frame_timeout: float) -> tuple:
         """The video and audio sources, opened and paired by the rules of the module docstring."""
         microphone = audio if isinstance(audio, int) and not isinstance(audio, bool) else None
+        if source is not None and mic is not None:  # a file paired with a microphone, as with audio=N
+            microphone = mic
         audio_file = audio if isinstance(audio, (str, Path)) else None
         if audio_file is not None and not Path(audio_file).is_file():
             raise MissingFileError(f"audio file not found: {audio_file}")

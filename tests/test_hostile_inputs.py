@@ -152,6 +152,7 @@ def test_one_stage_swapped_for_another_is_found_at_load(tmp_path):
         OnnxRuntimeBackend(manifest, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_auto_falls_back_when_a_backend_fails_to_load(tmp_path):
     """ONNX Runtime refuses the swapped file; "auto" goes on to torch, which has the checkpoint."""
     pytest.importorskip("torch")
@@ -354,7 +355,7 @@ def test_live_demo_refuses_a_negative_camera_and_a_vocabulary_of_no_words():
 def test_a_microphone_given_with_a_file_is_used_not_ignored(segmenter, tmp_path):
     with pytest.raises(MicrophoneError, match="not found"):
         Stream(source=DEMO, mic=999, vocab=["dog"], segmenter=segmenter)
-    with pytest.raises(StreamError, match="two different audio sources"):
+    with pytest.raises(StreamError, match="two audio sources"):
         Stream(source=DEMO, mic=0, audio=str(tmp_path / "other.wav"), vocab=["dog"], segmenter=segmenter)
 
 
@@ -377,7 +378,14 @@ def test_a_server_that_never_answers_is_a_timeout_in_words():
 
 
 def test_close_cancels_a_running_vocabulary_job(segmenter):
-    """4000 new words are about 250 text-encoder calls; close() stops them after the one in progress."""
+    """4000 new words are 250 text-encoder calls; close() returns after the one in progress.
+
+    The bound is relative to one call measured here (16 new words), so a busy machine does
+    not make it fail: waiting for the job would take about 250 of them.
+    """
+    started = time.monotonic()
+    segmenter.prepare_vocab([f"probe {uuid.uuid4().hex[:12]}" for _ in range(16)])
+    one_call = time.monotonic() - started
     words = [f"thing {uuid.uuid4().hex[:12]}" for _ in range(4000)]
     stream = Stream(source=DEMO, vocab=["dog"], segmenter=segmenter)
     future = stream.set_vocab(words)
@@ -389,7 +397,7 @@ def test_close_cancels_a_running_vocabulary_job(segmenter):
     stream.close()
     closing = time.monotonic() - started
     assert future.done() and isinstance(future.exception(), CancelledError)
-    assert closing < 2.0, closing  # the whole job takes far longer on this CPU
+    assert closing < 5 * one_call + 0.5, (closing, one_call)
     assert f"a photo of a {words[-1]}." not in segmenter.text_cache
     assert segmenter.segment(np.zeros((32, 32, 3), np.uint8), np.zeros(100, np.float32)).vocab == ["dog"]
 
@@ -413,12 +421,41 @@ def test_a_resumed_run_removes_orphans_and_does_not_repeat_log_lines(tmp_path):
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
-@pytest.mark.parametrize("override, message", [("optim.steps=abc", "optim.steps must be a whole number"),
-                                               ("model.use_vta=maybe", "model.use_vta must be true or false"),
-                                               ("optim.lr=fast", "lr must be a number")])
-def test_train_refuses_a_value_of_the_wrong_type_in_one_line(override, message, tmp_path):
+def test_train_refuses_a_value_of_the_wrong_type_in_one_line(tmp_path):
     pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    load_config = script.load_config
+    for override, message in (("optim.steps=abc", "optim.steps must be a whole number"),
+                              ("model.use_vta=maybe", "model.use_vta must be true or false"),
+                              ("optim.lr=fast", "lr must be a number"), ("log_every=1.5", "log_every must be")):
+        with pytest.raises(SystemExit, match=message):
+            load_config(None, [override])
     done = subprocess.run([sys.executable, str(ROOT / "train" / "train.py"), "--out", str(tmp_path / "run"),
-                           "--set", override], capture_output=True, text=True, timeout=300,
+                           "--set", "optim.steps=abc"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
-    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0 and "optim.steps must be a whole number" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_damaged_checkpoints_are_one_line_errors_not_tracebacks(tmp_path):
+    torch = pytest.importorskip("torch")
+    from avss_sdk.modeling.ssp_ov import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_model
+
+    head = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
+    damaged = {"no config": {**head, "model": {}}, "numbers as weights": {**head, "config": {}, "model": {"a": 1}},
+               "unbuildable config": {**head, "config": {"hidden_dim": "wide"}, "model": {}},
+               "negative size": {**head, "config": {"hidden_dim": -4}, "model": {}}}
+    for name, payload in damaged.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(payload, path)
+        with pytest.raises(CheckpointError, match="damaged|cannot build"):
+            load_model(path)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_stats.py"), "--checkpoint",
+                           str(tmp_path / "no config.pt")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "is damaged" in done.stderr + done.stdout

@@ -122,10 +122,10 @@ def _template(value: Any, what: str) -> str:
     return value
 
 
-def _section(values: dict[str, Any], name: str) -> dict[str, Any]:
+def _section(values: dict[str, Any], name: str, parent: str = "") -> dict[str, Any]:
     section = values.get(name)
     if not isinstance(section, dict):
-        raise ManifestError(f"section {name!r} is missing or not a mapping")
+        raise ManifestError(f"is incomplete or malformed: {parent}{name} is missing or not a mapping")
     return section
 
 
@@ -313,9 +313,15 @@ class Manifest:
         Names as the segmenter uses them, shapes from the preprocess and text sections, and
         every tensor one stage hands to another of one shape and dtype in both.
         """
+        try:
+            self._check_stages()
+        except ManifestError as error:
+            raise ManifestError(f"{self.root / MANIFEST_NAME}: {error}") from None
+
+    def _check_stages(self) -> None:
         size, stride = self.preprocess.image_size, self.preprocess.flow_stride
         grid = size // stride
-        expected = {  # name: shape; None where any size is fine
+        expected = {  # the shapes the sections fix; other tensors only have to agree from stage to stage
             "previous": ("batch", 3, size, size), "current": ("batch", 3, size, size),
             "image": ("batch", 3, size, size), "flow": ("batch", 2, grid, grid),
             "log_mel": ("batch", self.preprocess.mel_frames, self.preprocess.mel_bands),
@@ -399,7 +405,8 @@ class Manifest:
                                 f"this avss_sdk reads version {MANIFEST_VERSION} (re-run avss-build-engines)")
         try:
             stages_values = _section(values, "stages")
-            stages = {name: StageEntry.from_dict(name, _section(stages_values, name)) for name in STAGE_NAMES}
+            stages = {name: StageEntry.from_dict(name, _section(stages_values, name, "stages."))
+                      for name in STAGE_NAMES}
             manifest = cls(path.parent, ModelInfo.from_dict(_section(values, "model")), values["precision"],
                            values["max_vocab"], Preprocess.from_dict(_section(values, "preprocess")),
                            Postprocess.from_dict(_section(values, "postprocess")),
@@ -407,7 +414,8 @@ class Manifest:
                            values.get("engines", {"built": False, "reason": "not recorded"}))
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ManifestError):
-                raise ManifestError(f"{path}: {error}") from None
+                separator = " " if str(error).startswith("is incomplete") else ": "
+                raise ManifestError(f"{path}{separator}{error}") from None
             raise ManifestError(f"{path} is incomplete or malformed: {error!r}") from error
         for stage in stages.values():
             for file in list(stage.onnx.values()) + ([stage.engine.file] if stage.engine else []):
