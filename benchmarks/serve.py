@@ -31,15 +31,13 @@ import av
 import cv2
 import numpy as np
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from avss_sdk.capture import FileSource
+from avss_sdk.media import read_audio
+from avss_sdk.remote import RemoteSegmenter
+from avss_sdk.segmenter import Segmenter
+from avss_sdk.stream import Stream
 
-from avss_sdk.capture import FileSource  # noqa: E402
-from avss_sdk.media import read_audio  # noqa: E402
-from avss_sdk.remote import RemoteSegmenter  # noqa: E402
-from avss_sdk.segmenter import Segmenter  # noqa: E402
-from avss_sdk.stream import Stream  # noqa: E402
+_ROOT = Path(__file__).resolve().parents[1]
 
 VOCAB = ["dog", "guitar", "person speaking", "alarm clock", "violin", "cat", "car engine", "piano"]
 CLIENTS = (1, 2, 4, 8)

@@ -7,11 +7,8 @@ Its code is avss_sdk/demo.py; ``python samples/live_demo.py --help`` lists the o
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's avss_sdk, installed or not
-
-from avss_sdk.demo import main  # noqa: E402
+from avss_sdk.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())
