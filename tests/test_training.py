@@ -194,6 +194,16 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
         assert labels.shape == (64, 64)
 
 
+def test_evaluate_cli_scores_the_torch_free_runtime(synth, tmp_path):
+    report = tmp_path / "runtime.json"
+    result = _run(_cmd("evaluate.py", "--runtime", "onnxruntime", "--flow", "dis", "--data", str(synth),
+                       "--json", str(report), "--quiet"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "runtime onnxruntime, flow dis: 12 frames" in result.stdout
+    payload = json.loads(report.read_text())
+    assert payload["runtime"] == "onnxruntime" and payload["scores"]["frames"] == 12
+
+
 def test_ablate_writes_a_table(synth, tmp_path):
     sets = [*TINY, f"data.root={synth}", "optim.steps=2", f"out={tmp_path / 'runs'}"]
     out = tmp_path / "ablation"

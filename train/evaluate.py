@@ -71,7 +71,7 @@ def evaluate_with_runtime(args: argparse.Namespace) -> int:
     if len(dataset) == 0:
         raise SystemExit(f"error: {args.data} has no clips in split {args.split!r}")
     with segmenter:
-        s = evaluate_runtime(segmenter, dataset, int(segmenter.manifest.preprocess["image_size"]),
+        s = evaluate_runtime(segmenter, dataset, segmenter.manifest.preprocess.image_size,
                              progress=not args.quiet)
         name = f"runtime {segmenter.backend_name}, flow {args.flow}"
     print(f"{name}: {s.frames} frames\n  base mIoU {s.base_miou:6.2f}   novel mIoU {s.novel_miou:6.2f}   "
