@@ -1,4 +1,4 @@
-"""export/tensorrt_ops.py: the TensorRT 10.3 operator check on real (tiny) ONNX graphs."""
+"""avss_sdk/export/tensorrt_ops.py: the TensorRT 10.3 operator check on real (tiny) ONNX graphs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""export/triton_repository.py: a Triton model repository from a manifest with real tiny ONNX files.
+"""avss_sdk/export/triton_repository.py: a Triton model repository from a manifest with real tiny ONNX files.
 
 config.pbtxt is read back with a small parser of protobuf text format (the subset Triton
 configs use), then checked: names, platforms, dims, types, and that every ensemble step maps

@@ -33,7 +33,7 @@ import tritonclient.http as tritonclient_http
 
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
 from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
-from export.triton_repository import ENSEMBLE_NAME, write_triton_repository
+from avss_sdk.export.triton_repository import ENSEMBLE_NAME, write_triton_repository
 
 SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
 
