@@ -346,7 +346,7 @@ def test_a_camera_opencv_cannot_take_is_refused_before_it_sees_it(camera):
 def test_live_demo_refuses_a_negative_camera_and_a_vocabulary_of_no_words():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for args, message in ((["--camera", "-1", "--vocab", "dog"], "a camera is an index"),
-                          (["--vocab", ","], "holds no words")):
+                          (["--vocab", ","], "has no words")):
         done = subprocess.run([sys.executable, str(ROOT / "samples" / "live_demo.py"), "--headless", "--frames", "1",
                                *args], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -443,7 +443,7 @@ def test_train_refuses_a_value_of_the_wrong_type_in_one_line(tmp_path):
 
 def test_damaged_checkpoints_are_one_line_errors_not_tracebacks(tmp_path):
     torch = pytest.importorskip("torch")
-    from avss_sdk.modeling.ssp_ov import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_model
+    from avss_sdk.modeling.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_model
 
     head = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
     damaged = {"no config": {**head, "model": {}}, "numbers as weights": {**head, "config": {}, "model": {"a": 1}},

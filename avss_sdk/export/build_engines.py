@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         from avss_sdk.export.export_onnx import ExportCheckError, export_model
         from avss_sdk.modeling.checkpoint import CheckpointError
     except ImportError as error:
-        print(f"error: the export needs PyTorch and ONNX ({error}): pip install torch==2.13.0 'avss_sdk[train]'",
-              file=sys.stderr)
+        print(f"error: the export needs PyTorch and ONNX ({error}): install torch first (see the README), "
+              f"then pip install -e \".[train]\" (or 'avss_sdk[train]')", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     try:
