@@ -23,7 +23,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from avss_sdk.runtime import tensorrt_plugin
-from avss_sdk.runtime.manifest import EngineEntry, Manifest, StageEntry, TensorSpec, engine_key, file_hash
+from avss_sdk.runtime.manifest import (EngineEntry, Manifest, ModelInfo, Postprocess, Preprocess, StageEntry,
+                                       TensorSpec, TextSection, engine_key, file_hash)
 from avss_sdk.runtime.tensorrt_build import TensorRTEngineCache, plugin_choice, stage_onnx, stage_profile
 from avss_sdk.runtime.tensorrt_common import (
     AOT_PLUGINS_FROM,
@@ -116,7 +117,8 @@ def _manifest(root: Path, plugin_variants: bool) -> Manifest:
             files["fp32-plugin"] = f"onnx/{name}.fp32-plugin.onnx"
         stages[name] = StageEntry(name, files, [TensorSpec("x", ("vocab", 8), "float32")],
                                   [TensorSpec("y", ("vocab", 8), "float32")])
-    manifest = Manifest(root, {"name": "tiny", "hash": "0" * 16, "config": {}}, "fp16", 32, {}, {}, {}, stages)
+    manifest = Manifest(root, ModelInfo("tiny", "0" * 16), "fp16", 32, Preprocess(64, 8), Postprocess(0.5),
+                        TextSection("tokenizer.json", 77, 4, ("{}",), "{}", (0.5,) * 4), stages)
     manifest.save()
     return manifest
 
