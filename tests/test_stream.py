@@ -566,4 +566,4 @@ def test_avss_demo_is_an_installed_command_with_its_clip_in_the_package():
     assert '\navss-demo = "avss_sdk.demo:main"\n' in project and callable(main)
     assert DEMO_CLIP.is_file() and f'"{DEMO_CLIP.relative_to(ROOT / "avss_sdk").as_posix()}"' in project
     assert DEMO.resolve() == DEMO_CLIP  # samples/demo_clip.mp4 is the package's clip
-    build_parser().add_argument("--web", type=int)  # a front end can extend the options
+    build_parser().add_argument("--rtsp", type=int)  # a front end can extend the options
