@@ -157,7 +157,7 @@ def test_scene_text_reaches_the_server_and_can_be_switched_off(server, frames):
 
 def test_stream_with_server_argument_matches_the_in_process_stream(server, frames):
     with Stream(source=DEMO, vocab=DEMO_WORDS) as here, Stream(source=DEMO, vocab=DEMO_WORDS, server=server[1]) as there:
-        assert there.backend == f"triton {server[1]}"
+        assert there.backend_name == f"triton {server[1]}"
         for _ in range(3):
             assert_same(next(there), next(here))
         there.set_vocab(OTHER_WORDS).result(timeout=60)
