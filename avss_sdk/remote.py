@@ -13,6 +13,8 @@ stage; ``reset()`` starts a new stream. URLs are ``http://host:port`` or
 
 from __future__ import annotations
 
+import threading
+
 import json
 import re
 import time
@@ -107,8 +109,11 @@ class RemoteSegmenter:
             raise ServerError(f"{self.url}: {_reason(error)}") from None
         return {name: response.as_numpy(name) for name in ("labels", "objects", "stream_frame")}
 
-    def prepare_vocab(self, words: Sequence[str]) -> list[str]:
-        """Check the words and have the server embed them now (one tiny frame), so the switch does not stall."""
+    def prepare_vocab(self, words: Sequence[str], cancel: threading.Event | None = None) -> list[str]:
+        """Check the words and have the server embed them now (one tiny frame), so the switch does not stall.
+
+        ``cancel`` (as :meth:`Segmenter.prepare_vocab`'s) is accepted; the one request is not cut short.
+        """
         words = clean_vocabulary(words)
         self._infer(_PROBE_FRAME, _PROBE_AUDIO, words, self._scene, None)
         return words
