@@ -35,7 +35,7 @@ from avss_sdk.data.synthavs.writer import SUBSET, clip_rng
 from avss_sdk.metrics import IGNORE_INDEX
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
 from avss_sdk.training.data import prepare_frames, resize_frame_labels
-from avss_sdk.training.evaluate import predictions
+from avss_sdk.training.evaluate import load_model_and_split, predictions
 
 STATES = ("sounding, moving", "sounding, still", "onset (first frame on)", "offset (first frame off)",
           "silent twin of a sounding category", "silent distractor", "between its sounds")
@@ -168,15 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    from avss_sdk.modeling.checkpoint import CheckpointError, load_model
-
-    try:
-        model, payload = load_model(args.checkpoint)
-        dataset = AVSSDataset(args.data, split=args.split, classes="all", load_flow=False)
-    except (FileNotFoundError, CheckpointError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    if len(dataset) == 0:
-        raise SystemExit(f"error: {args.data} has no clips in split {args.split!r}")
+    model, payload, dataset = load_model_and_split(args.checkpoint, args.data, args.split)
     threshold = args.threshold if args.threshold is not None else payload.get("foreground_threshold",
                                                                               FOREGROUND_THRESHOLD)
     data = prepare_frames(dataset, model.config.image_size, args.data / "cache", progress=not args.quiet)

@@ -22,10 +22,11 @@ import torch
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.fileio import write_text_atomic
-from avss_sdk.modeling.checkpoint import CheckpointError, load_model, resolve_checkpoint
+from avss_sdk.modeling.checkpoint import resolve_checkpoint
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD
 from avss_sdk.training.data import prepare_frames
-from avss_sdk.training.evaluate import EvaluationResult, SplitScores, evaluate, evaluate_runtime
+from avss_sdk.training.evaluate import (EvaluationResult, SplitScores, evaluate, evaluate_runtime,
+                                       load_model_and_split)
 
 
 def format_result(name: str, result: EvaluationResult) -> str:
@@ -102,13 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runtime:
         return evaluate_with_runtime(args)
 
-    try:
-        model, payload = load_model(args.checkpoint)
-        dataset = AVSSDataset(args.data, split=args.split, classes="all", load_flow=False)
-    except (FileNotFoundError, CheckpointError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    if len(dataset) == 0:
-        raise SystemExit(f"error: {args.data} has no clips in split {args.split!r}")
+    model, payload, dataset = load_model_and_split(args.checkpoint, args.data, args.split)
     data = prepare_frames(dataset, model.config.image_size, args.cache or Path(args.data) / "cache",
                           progress=not args.quiet)
     threshold = payload.get("foreground_threshold", FOREGROUND_THRESHOLD)

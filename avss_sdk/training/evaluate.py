@@ -11,7 +11,8 @@ the model's input size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.metrics import AVSSMeter, OVMeter
+from avss_sdk.modeling.checkpoint import CheckpointError, load_model
 from avss_sdk.modeling.ssp_ov import SSPOV
 from avss_sdk.postprocess import FOREGROUND_THRESHOLD, decide, foreground_and_words, label_map
 from avss_sdk.preprocess import LOG_MEL_SECONDS
@@ -48,6 +50,23 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def load_model_and_split(checkpoint: str | Path, data: str | Path, split: str
+                         ) -> tuple[SSPOV, dict[str, Any], AVSSDataset]:
+    """The model, its checkpoint payload and the split's clips (all classes) for the evaluation scripts.
+
+    Raises ``SystemExit`` with a one-line message for a missing or foreign checkpoint, a missing
+    dataset or an empty split: these are command-line entry points' inputs.
+    """
+    try:
+        model, payload = load_model(checkpoint)
+        dataset = AVSSDataset(data, split=split, classes="all", load_flow=False)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if len(dataset) == 0:
+        raise SystemExit(f"error: {data} has no clips in split {split!r}")
+    return model, payload, dataset
 
 
 def _scores(meter: OVMeter, frames: int) -> SplitScores:
