@@ -34,7 +34,9 @@ class Result:
     """One frame's segmentation.
 
     ``labels`` is an int32 map at frame resolution: 0 background, ``k + 1`` for ``vocab[k]``.
-    ``timings`` holds milliseconds per stage (and ``total``).
+    ``timings`` holds milliseconds per stage, ``total`` (their sum) and, from a local
+    ``Segmenter``, ``latency`` (from the start of preprocessing to the result: in a pipelined
+    ``Stream`` it includes the waits between stage threads).
     """
 
     frame: np.ndarray

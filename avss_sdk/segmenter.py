@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,7 +39,7 @@ from avss_sdk.tokenizer import ClipTokenizer
 from avss_sdk.vocab import (MAX_WORD_CHARS, VocabularyError, category_prompts, clean_scene, clean_vocabulary,
                             scene_prompt)
 
-__all__ = ["MAX_WORD_CHARS", "SceneEmbedding", "Segmenter", "Vocabulary", "VocabularyError", "clean_vocabulary"]
+__all__ = ["MAX_WORD_CHARS", "FrameState", "SceneEmbedding", "Segmenter", "Vocabulary", "VocabularyError", "clean_vocabulary"]
 
 DEFAULT_ENGINES = Path(__file__).resolve().parent / "models" / "default"
 FLOW_MODES = ("model", "dis")
@@ -62,6 +62,38 @@ class SceneEmbedding:
     embedding: np.ndarray
 
 
+@dataclass
+class FrameState:
+    """One frame on its way through :meth:`Segmenter.prepare`, ``encode_image`` and ``finish``.
+
+    ``timings`` gets milliseconds per stage; ``started`` is when ``prepare`` began (latency).
+    """
+
+    image: np.ndarray
+    timestamp: float
+    index: int
+    current: np.ndarray | None = None
+    flow: np.ndarray | None = None
+    audio_embedding: np.ndarray | None = None
+    encoded: dict[str, np.ndarray] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    _clock: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._clock = self.started
+
+    def restart(self) -> None:
+        """Start timing the next stage now (time spent waiting between threads is not a stage's)."""
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Record the milliseconds since the last lap (or restart) as ``stage``'s."""
+        now = time.perf_counter()
+        self.timings[stage] = (now - self._clock) * 1000.0
+        self._clock = now
+
+
 class Segmenter:
     """Segment single frames: ``segmenter.segment(rgb, audio)`` -> :class:`Result`.
 
@@ -71,12 +103,15 @@ class Segmenter:
     CPUs). ``cache_dir``: where text embeddings (and rebuilt engines) are cached. ``vocab``
     None leaves the words to :meth:`set_vocab`; an empty vocabulary is refused at once.
     ``verbose``: also say why ``auto`` skipped TensorRT on a machine without an NVIDIA GPU.
+    ``precision``: the onnxruntime backend's ("auto": the INT8 stages the export accepted, on a
+    CPU, else FP32; "fp32"; "fp16"; "int8").
     """
 
     def __init__(self, engines: str | Path | None = None, vocab: Sequence[str] | None = None,
                  scene: str | None = None, backend: str = "auto", flow: str = "model",
                  cache_dir: str | Path | None = None, threads: int | None = None,
-                 log: Callable[[str], None] = log_to_stderr, verbose: bool = False) -> None:
+                 log: Callable[[str], None] = log_to_stderr, verbose: bool = False,
+                 precision: str = "auto") -> None:
         if flow not in FLOW_MODES:
             raise InputError(f"flow must be one of {FLOW_MODES}, got {flow!r}")
         words = clean_vocabulary(vocab) if vocab is not None else None  # before the model loads: fail fast
@@ -89,7 +124,7 @@ class Segmenter:
         if self.tokenizer.context_length != text.context_length:
             raise ManifestError(f"{self.manifest.path(text.tokenizer)} makes {self.tokenizer.context_length} tokens, "
                                 f"the manifest's text encoder takes {text.context_length}")
-        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log, verbose)
+        self.backend = make_backend(self.manifest, backend, cache_dir, threads, log, verbose, precision)
         self.backend_name = self.backend.name
         self.flow_mode = flow
         self.frame_size = self.manifest.preprocess.image_size
@@ -192,17 +227,14 @@ class Segmenter:
         grid = (self.frame_size // stride, self.frame_size // stride)
         return cv2.resize(dense, grid, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
 
-    def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,
-                sample_rate: int = SAMPLE_RATE) -> Result:
-        """Segment one RGB uint8 frame [H, W, 3] with the audio window that ends at it.
+    def prepare(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,
+                sample_rate: int = SAMPLE_RATE) -> FrameState:
+        """First part of :meth:`segment`: input checks, preprocessing, flow and the audio encoder.
 
-        ``audio``: what :func:`avss_sdk.media.as_mono` takes (float in [-1, 1] or int16/int32
-        PCM; mono, [N, C] or [C, N]) at ``sample_rate``. Bad input is an ``InputError``
-        (a ``ValueError``) saying what was expected.
+        Call it in frame order (flow pairs each frame with the one prepared before it).
         """
         self._check_open()
-        vocabulary, scene = self._vocabulary, self._scene
-        if vocabulary is None:
+        if self._vocabulary is None:
             raise VocabularyError("no vocabulary set: pass vocab=[...] or call set_vocab([...]) first")
         try:
             image = np.ascontiguousarray(image)
@@ -211,41 +243,60 @@ class Segmenter:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
             raise InputError(f"expected an RGB uint8 frame [H, W, 3] with H, W >= 1, got {image.dtype} {image.shape}")
         mono = as_mono(audio, sample_rate)
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[name] = (now - clock) * 1000.0
-            clock = now
-
-        start = clock
+        state = FrameState(image, timestamp, index)
         small = resize_frame(image, self.frame_size)
-        current = normalize_image(small)[None]
+        state.current = normalize_image(small)[None]
         mel = log_mel(mono)[None]
-        previous, previous_small = self._previous if self._previous is not None else (current, small)
-        self._previous = (current, small)
-        lap("preprocess")
-        flow = self._flow(previous, current, small, previous_small)
-        lap("flow")
-        encoded = self.backend.run("image_encoder", {"image": current})
-        lap("image_encoder")
-        heard = self.backend.run("audio_encoder", {"log_mel": mel})["audio_embedding"]
-        lap("audio_encoder")
-        aligned = self.backend.run("vta", {"mask_features": encoded["mask_features"],
+        previous, previous_small = self._previous if self._previous is not None else (state.current, small)
+        self._previous = (state.current, small)
+        state.lap("preprocess")
+        state.flow = self._flow(previous, state.current, small, previous_small)
+        state.lap("flow")
+        state.audio_embedding = self.backend.run("audio_encoder", {"log_mel": mel})["audio_embedding"]
+        state.lap("audio_encoder")
+        return state
+
+    def encode_image(self, state: FrameState) -> FrameState:
+        """Second part of :meth:`segment`: the image encoder (independent of the previous frame)."""
+        self._check_open()
+        state.restart()
+        state.encoded = self.backend.run("image_encoder", {"image": state.current})
+        state.lap("image_encoder")
+        return state
+
+    def finish(self, state: FrameState) -> Result:
+        """Last part of :meth:`segment`: VTA, mask decoder and labels, with the vocabulary in use now."""
+        self._check_open()
+        vocabulary, scene = self._vocabulary, self._scene
+        state.restart()
+        aligned = self.backend.run("vta", {"mask_features": state.encoded["mask_features"],
                                            "class_embeddings": vocabulary.embeddings,
                                            "scene_embedding": scene.embedding[None]})["aligned_features"]
-        lap("vta")
+        state.lap("vta")
         decoded = self.backend.run("mask_decoder", {
-            "aligned_features": aligned, "dense_embedding": encoded["dense_embedding"], "flow": flow,
-            "audio_embedding": heard, "class_embeddings": vocabulary.embeddings})
-        lap("mask_decoder")
-        labels, log_background = upsampled_label_map(decoded["pixel_logits"][0], image.shape[:2], self.threshold)
+            "aligned_features": aligned, "dense_embedding": state.encoded["dense_embedding"], "flow": state.flow,
+            "audio_embedding": state.audio_embedding, "class_embeddings": vocabulary.embeddings})
+        state.lap("mask_decoder")
+        labels, log_background = upsampled_label_map(decoded["pixel_logits"][0], state.image.shape[:2],
+                                                     self.threshold)
         objects = sounding_objects(labels, log_background, vocabulary.words)
-        lap("postprocess")
-        timings["total"] = (clock - start) * 1000.0
-        return Result(image, timestamp, labels, list(vocabulary.words), objects, timings, index)
+        state.lap("postprocess")
+        timings = state.timings
+        timings["total"] = sum(timings.values())
+        timings["latency"] = (time.perf_counter() - state.started) * 1000.0
+        return Result(state.image, state.timestamp, labels, list(vocabulary.words), objects, timings, state.index)
+
+    def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,
+                sample_rate: int = SAMPLE_RATE) -> Result:
+        """Segment one RGB uint8 frame [H, W, 3] with the audio window that ends at it.
+
+        ``audio``: what :func:`avss_sdk.media.as_mono` takes (float in [-1, 1] or int16/int32
+        PCM; mono, [N, C] or [C, N]) at ``sample_rate``. Bad input is an ``InputError``
+        (a ``ValueError``) saying what was expected. The same as
+        ``finish(encode_image(prepare(...)))``; ``Stream`` runs those three on different
+        threads so that consecutive frames overlap.
+        """
+        return self.finish(self.encode_image(self.prepare(image, audio, timestamp, index, sample_rate)))
 
     def close(self) -> None:
         """Release the backend (idempotent); a text-encoder call in progress finishes first."""

@@ -40,10 +40,12 @@ keep coming with the old words meanwhile. The returned ``Future`` resolves when 
 the text encoder finds) is kept in the future and also issued as a warning, and the
 stream goes on with the previous words.
 
-Threads: the camera's capture thread, PortAudio's callback thread and the vocabulary
-worker; ``close()`` (idempotent; also the end of the source, an error in the loop,
-Ctrl-C, and leaving a ``with`` block) ends every one of them. Ctrl-C closes the stream
-and then lets ``KeyboardInterrupt`` through, as Python does.
+Threads: the camera's capture thread, PortAudio's callback thread, the vocabulary
+worker and, with ``pipeline=True`` (the default), the pipeline's stage threads;
+``close()`` (idempotent; also the end of the source, an error in the loop, Ctrl-C, and
+leaving a ``with`` block; a stream dropped without it is released when it is collected)
+ends every one of them. Ctrl-C closes the stream and then lets ``KeyboardInterrupt``
+through, as Python does.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import contextlib
 import threading
 import time
 import warnings
+import weakref
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -63,10 +66,11 @@ import numpy as np
 from avss_sdk.capture import AudioSource, CameraSource, FileSource, Frame, MicrophoneSource, VideoSource, check_camera
 from avss_sdk.errors import AvssError, MissingFileError
 from avss_sdk.media import audio_window, read_audio
+from avss_sdk.pipeline import Pipeline
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.result import Result
 from avss_sdk.runtime.backends import Backend
-from avss_sdk.segmenter import Segmenter
+from avss_sdk.segmenter import FrameState, Segmenter
 from avss_sdk.vocab import check_vocab_size, clean_scene, clean_vocabulary
 
 # How often a wait for a frame checks whether the stream was stopped.
@@ -156,7 +160,12 @@ class Stream:
     ``server``: an ``avss-serve`` URL
     (``http://host:port`` or ``grpc://host:port``): frames are segmented there
     (``RemoteSegmenter``) instead of in this process; ``engines``, ``backend`` and ``flow``
-    are then the server's.
+    are then the server's. ``pipeline`` (default True): overlap consecutive frames on
+    threads (see ``avss_sdk.pipeline``): reading, pairing, preprocessing, flow and audio
+    encoder; the image encoder; the rest in the iterating thread (with ``server=``: reading
+    and pairing on one thread, the request in the iterating one). Frames still come out in
+    order, each with its own audio, and ``every_frame`` keeps its meaning; a camera frame is
+    read at most two frames before its result is due.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend`` (the object) and
     ``backend_name``, ``dropped``
@@ -180,6 +189,7 @@ class Stream:
         segmenter: Segmenter | None = None,
         frame_timeout: float = 10.0,
         server: str | None = None,
+        pipeline: bool = True,
     ) -> None:
         self._stop = threading.Event()
         self._cancel = threading.Event()  # set by close(): the vocabulary worker stops between chunks
@@ -190,6 +200,8 @@ class Stream:
         self._worker: ThreadPoolExecutor | None = None
         self._pending: dict[str, object] = {}
         self._pending_lock = threading.Lock()
+        self._pipelined = pipeline
+        self._pipeline: Pipeline | None = None
         self._result_times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
         self._last_index = -1  # Frame.index of the last frame taken; sources count from 0
         self.dropped = 0
@@ -372,18 +384,65 @@ class Stream:
         wait = latency + _AUDIO_WAIT_MARGIN if latency > 0 else 0.0
         return self._audio.window(frame.timestamp, seconds=LOG_MEL_SECONDS, timeout=wait)
 
+    def _read_pair(self) -> tuple[Frame, np.ndarray] | None:
+        """The next frame and its audio; None at the end."""
+        frame = self._read_frame()
+        if frame is None:
+            return None
+        return frame, self._audio_for(frame)
+
+    def _taken(self, index: int) -> None:
+        """Count the frames skipped before the one with ``Frame.index`` ``index`` (handed out in order)."""
+        self.dropped += max(0, index - self._last_index - 1)
+        self._last_index = index
+
+    def _prepare(self, pair: tuple[Frame, np.ndarray]) -> FrameState:
+        frame, audio = pair
+        return self.segmenter.prepare(frame.image, audio, frame.timestamp, frame.index)
+
+    def _finish(self, state: FrameState) -> Result:
+        self._apply_pending()
+        return self.segmenter.finish(state)
+
+    def _segment_pair(self, pair: tuple[Frame, np.ndarray]) -> Result:
+        """A segmenter without stages of its own (a server's) segments the whole frame here."""
+        frame, audio = pair
+        self._apply_pending()
+        return self.segmenter.segment(frame.image, audio, frame.timestamp, frame.index)
+
+    def _next_pipelined(self) -> Result:
+        """One result from the pipeline (started at the first frame); StopIteration at the end."""
+        with self._loop_lock:
+            if self._closed:
+                raise StopIteration
+            try:
+                if self._pipeline is None:
+                    staged = isinstance(self.segmenter, Segmenter)
+                    steps = [_weak(self._prepare), self.segmenter.encode_image, _weak(self._finish)] if staged \
+                        else [_weak(self._segment_pair)]
+                    self._pipeline = Pipeline(_weak(self._read_pair, read=True), steps, name="avss-stream")
+                result = next(self._pipeline)
+            except BaseException:  # the end, an error, or Ctrl-C: release everything first
+                self.close()
+                raise
+            self._taken(result.index)  # here, not when read: frames read ahead are not dropped yet
+            self.frames += 1
+            self._result_times.append(time.monotonic())
+            return result
+
     def _step(self, segment: bool) -> Result | tuple[Frame, np.ndarray]:
         """One frame: read, pair with audio, and (``segment``) segment it; StopIteration at the end."""
         with self._loop_lock:
             if self._closed:
                 raise StopIteration
+            if self._pipeline is not None:
+                raise StreamError("this stream's frames are already being segmented; pairs() needs a stream of its own")
             try:
-                frame = self._read_frame()
-                if frame is None:
+                pair = self._read_pair()
+                if pair is None:
                     raise StopIteration
-                audio = self._audio_for(frame)
-                self.dropped += max(0, frame.index - self._last_index - 1)
-                self._last_index = frame.index
+                frame, audio = pair
+                self._taken(frame.index)
                 if not segment:
                     return frame, audio
                 self._apply_pending()
@@ -399,7 +458,7 @@ class Stream:
         return self
 
     def __next__(self) -> Result:
-        return self._step(segment=True)
+        return self._next_pipelined() if self._pipelined else self._step(segment=True)
 
     def pairs(self) -> Iterator[tuple[Frame, np.ndarray]]:
         """The frames with their audio windows (16 kHz mono, ``LOG_MEL_SECONDS``), without segmenting.
@@ -435,6 +494,8 @@ class Stream:
             self._closed = True
         if self._worker is not None:
             self._worker.shutdown(wait=wait, cancel_futures=True)
+        if self._pipeline is not None:
+            self._pipeline.close()  # its threads read the sources: joined before those close
         with self._loop_lock:
             self._close_sources()
             if self._owns_segmenter:
@@ -455,6 +516,23 @@ class Stream:
         # waiting for the worker, which may be the thread that dropped the last reference.
         if not getattr(self, "_closed", True) and hasattr(self, "_video"):
             self._release(wait=False)
+
+
+def _weak(method: Callable, read: bool = False) -> Callable:
+    """``method`` through a weak reference, so that the pipeline's threads never keep a dropped
+    stream alive and ``__del__`` still releases a stream left without ``close()``. Once the
+    stream is gone, a ``read`` returns None (the end) and a step raises ``ReferenceError``."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = ref()
+        if bound is None:
+            if read:
+                return None
+            raise ReferenceError("the stream was dropped")
+        return bound(*args)
+
+    return call
 
 
 @contextlib.contextmanager

@@ -81,6 +81,10 @@ def _set(path: str, value):
     return change
 
 
+INT8_VERDICT = {"use": True, "pixels": 0.99, "objects": 0.98}
+INT8_SECTION = {"calibration": {"data": "synthavs", "split": "val", "clips": 24, "frames": 240, "method": "minmax"},
+                "min_agreement": 0.97, "check_clips": 12, "stages": {"flow": {**INT8_VERDICT, "use": False}}}
+
 BAD_MANIFESTS = {
     "image size 0": (_set("preprocess.image_size", 0), "image_size must be a positive int"),
     "image size text": (_set("preprocess.image_size", "192"), "image_size must be a positive int"),
@@ -103,6 +107,17 @@ BAD_MANIFESTS = {
     "no sha256": (_set("stages.flow.sha256", {}), "records no sha256"),
     "sha256 not hex": (_set("stages.flow.sha256", {"fp32": "z" * 64}), "records no sha256"),
     "stages not a mapping": (_set("stages", []), "stages"),
+    "int8 not a mapping": (_set("int8", []), "int8 is missing or not a mapping"),
+    "int8 stage used without files": (_set("int8", {**INT8_SECTION, "stages": {"vta": INT8_VERDICT}}),
+                                      r"int8.stages.vta is used, but stages.vta.onnx has no \['int8', 'int8_cpu'\]"),
+    "int8 unknown stage": (_set("int8", {**INT8_SECTION, "stages": {"decoder": INT8_VERDICT}}), "unknown stages"),
+    "int8 use not a bool": (_set("int8", {**INT8_SECTION, "stages": {"vta": {**INT8_VERDICT, "use": "yes"}}}),
+                            "true or false"),
+    "int8 share above 1": (_set("int8", {**INT8_SECTION, "stages": {"vta": {**INT8_VERDICT, "pixels": 1.5}}}),
+                           "share in"),
+    "int8 calibration split": (_set("int8", {**INT8_SECTION, "calibration": {**INT8_SECTION["calibration"],
+                                                                              "split": "holdout"}}), "split"),
+    "int8 without stages": (_set("int8", {**INT8_SECTION, "stages": {}}), "at least one"),
 }
 
 

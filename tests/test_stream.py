@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _thread
 import fractions
+import gc
 import json
 import os
 import shutil
@@ -151,6 +152,50 @@ def test_a_file_stream_segments_every_frame_in_order(segmenter, demo_labels):
     found = sum(bool(r.objects) for r in results)
     assert found >= 40, f"the model found sounding objects in only {found} of 80 frames"
     assert avss_threads() == before
+
+
+@pytest.mark.timeout(120)
+def test_the_pipelined_stream_gives_what_one_frame_at_a_time_gives(segmenter, demo_labels):
+    """Overlapping frames on stage threads changes no frame, order, pairing or label."""
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter, pipeline=False) as stream:
+        sequential = list(stream)
+    assert [r.index for r in sequential] == list(range(80))
+    assert label_agreement([r.labels for r in sequential], demo_labels) == 1.0
+    assert all(np.array_equal(a.labels, b) for a, b in zip(sequential, demo_labels))
+    with Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter) as stream:
+        piped = [next(stream)]
+        with pytest.raises(StreamError, match="already being segmented"):
+            next(stream.pairs())
+        piped += list(stream)
+    assert [(r.index, r.timestamp) for r in piped] == [(r.index, r.timestamp) for r in sequential]
+    assert all(r.timings["latency"] >= r.timings["total"] > 0 for r in piped)
+
+
+@pytest.mark.timeout(60)
+def test_a_pipelined_stream_left_by_break_releases_its_threads(segmenter, tone_clip):
+    """A for loop left with break and no close(): the stage threads hold the stream only weakly,
+    so dropping it ends them and the camera's capture thread (OpenCV reading a file stands in)."""
+    before = avss_threads()
+    for result in Stream(camera=str(tone_clip), audio=tone_clip, every_frame=True, segmenter=segmenter):
+        assert result.index == 0 and any(t.name.startswith("avss-stream") for t in avss_threads())
+        break
+    deadline = time.monotonic() + 10
+    while avss_threads() != before and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert avss_threads() == before
+
+
+@pytest.mark.timeout(60)
+def test_every_camera_frame_in_order_through_the_pipeline(segmenter, tone_clip):
+    """every_frame=True with a camera (OpenCV reading a file stands in for it, dubbed with the
+    file's audio): the pipeline reads ahead, yet no frame is dropped and they come out in order."""
+    with Stream(camera=str(tone_clip), audio=tone_clip, every_frame=True, segmenter=segmenter) as stream:
+        results = [result for _, result in zip(range(30), stream)]
+        assert stream.dropped == 0
+    assert [r.index for r in results] == list(range(30))
+    times = [r.timestamp for r in results]
+    assert all(b > a for a, b in zip(times, times[1:]))
 
 
 @pytest.mark.timeout(30)

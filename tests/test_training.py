@@ -150,8 +150,9 @@ def test_evaluate_cli_writes_all_metrics(synth, trained, tmp_path):
 
 
 def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(synth, tmp_path):
-    """ship.py replaces a shipped checkpoint and its ONNX export together, as a new default would be;
-    a failed ship touches neither; evaluation and both runtime backends use what was shipped."""
+    """ship.py replaces a shipped checkpoint and its ONNX export together, as a new default would be,
+    with the INT8 step on the calibration data; a failed ship touches neither; evaluation and both
+    runtime backends use what was shipped."""
     import shutil
 
     from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
@@ -166,7 +167,7 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
                        decoder_layers=1, heads=2, flow_width=8)
     save_checkpoint(run / "model.pt", build_model(tiny), {"step": 0})
     result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
-                       "--out", str(shipped)), timeout=600)
+                       "--int8-clips", "1", "--int8-check-clips", "1", "--out", str(shipped)), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_checkpoint(shipped)
     assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
@@ -177,6 +178,10 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
     assert manifest.model_hash == file_hash(shipped) and manifest.postprocess.foreground_threshold == threshold
     assert manifest.path(manifest.model.checkpoint).resolve() == shipped.resolve()
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
+    assert manifest.int8 is not None and manifest.int8.calibration.clips == 1  # the INT8 step ran on --calibrate
+    assert set(manifest.int8.stages) == {"flow", "image_encoder", "audio_encoder"}
+    int8_files = {p.name for p in (onnx / "onnx").glob("*.int8*.onnx")}
+    assert int8_files == {f"{s}.{k}.onnx" for s in manifest.int8_stages for k in ("int8", "int8_cpu")}
 
     shipped_files = (file_hash(shipped), file_hash(onnx / "onnx" / "vta.fp32.onnx"))
     done = _run(_cmd("ship.py", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(shipped)))

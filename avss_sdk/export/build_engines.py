@@ -11,7 +11,11 @@
    and records them in the manifest. An engine already in DIR that still matches (TensorRT
    version, GPU, ONNX hash, precision, profile) is kept; one that does not is rebuilt, and
    the message says why.
-4. With ``--triton DIR``, also writes a Triton Inference Server model repository.
+4. With ``--int8 --calibration DATA``, also writes INT8 QDQ files of the per-frame convolution
+   stages calibrated on DATA's SynthAVS frames, and keeps each stage INT8 only where its labels
+   still agree with FP32 (:mod:`avss_sdk.export.quantize_int8`; the manifest's ``int8`` section
+   says which).
+5. With ``--triton DIR``, also writes a Triton Inference Server model repository.
 
 Exit status: 0 everything asked for was built; 3 the ONNX files and the manifest were
 written but no engines (TensorRT or a GPU is missing; use ``--onnx-only`` to ask for just
@@ -24,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from avss_sdk.export.quantize_int8 import add_int8_options, check_int8_options
 from avss_sdk.runtime.manifest import PRECISIONS, Manifest, ManifestError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_NO_ENGINES = 0, 1, 2, 3
@@ -100,8 +105,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-fp16-onnx", action="store_true",
                         help="export FP32 ONNX only (half the size; engines are then FP32): how the package's "
                         "default model is shipped")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write INT8 QDQ files (TensorRT explicit quantization and ONNX Runtime CPU) of the "
+                        "flow, image and audio encoders, calibrated on --calibration")
+    add_int8_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
+    if args.int8 and args.calibration is None:
+        parser.error("--int8 needs --calibration DATA (a SynthAVS root: python train/make_synth.py ...)")
+    if args.calibration is not None and not args.int8:
+        parser.error("--calibration is only used with --int8")
+    check_int8_options(parser, args)
     if args.max_vocab < 1 or args.max_vocab > 4096:
         parser.error(f"--max-vocab must be between 1 and 4096, got {args.max_vocab}")
     if args.workspace <= 0:
@@ -134,6 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     except ExportCheckError as error:
         print(f"error: export check failed: {error}", file=sys.stderr)
         return EXIT_CHECK_FAILED
+
+    if args.int8:
+        from avss_sdk.export.quantize_int8 import QuantizationError, quantize_model
+
+        try:
+            quantize_model(manifest, args.calibration, args.calibration_split, args.calibration_clips,
+                           args.int8_check_clips, args.int8_min_agreement, log,
+                           keep_rejected=args.int8_keep_rejected)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except QuantizationError as error:
+            print(f"error: int8 check failed: {error}", file=sys.stderr)
+            return EXIT_CHECK_FAILED
+        manifest.save()
 
     status = EXIT_OK
     if args.onnx_only:

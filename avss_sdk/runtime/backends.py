@@ -25,6 +25,7 @@ from avss_sdk.runtime.manifest import Manifest, ManifestError, TensorSpec, check
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ONNX_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
              "int32": "tensor(int32)", "bool": "tensor(bool)"}
 
@@ -52,7 +53,12 @@ class Backend(Protocol):
 
 
 class OnnxRuntimeBackend:
-    """One ONNX Runtime session per stage; ``precision`` picks the manifest's fp32 or fp16 files.
+    """One ONNX Runtime session per stage; ``precision`` picks the manifest's fp32, fp16 or int8 files.
+
+    ``"int8"`` runs ``int8_stages`` (default: those the export's accuracy check accepted,
+    :attr:`Manifest.int8_stages`) from their INT8 files (the ``int8_cpu`` variant on a CPU) and
+    every other stage in FP32; ``"auto"`` is ``"int8"`` on a CPU when the manifest accepted any
+    INT8 stage, else ``"fp32"``.
 
     Each file is checked before it runs: its sha256 against the manifest (hashed once per
     file version, remembered in ``cache_dir``), and its inputs and outputs (names, ranks,
@@ -70,7 +76,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, manifest: Manifest, precision: str = "fp32", providers: list[str] | None = None,
                  threads: int | None = None, bind_io: bool | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, int8_stages: tuple[str, ...] | None = None) -> None:
         from avss_sdk.runtime.text_cache import default_cache_dir
 
         try:
@@ -88,9 +94,19 @@ class OnnxRuntimeBackend:
         # Stages alternate with numpy work (preprocessing, labels) and capture threads; worker
         # threads that spin between runs would take those cores away on a small CPU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        on_cpu = chosen[0] == "CPUExecutionProvider"
+        if precision not in ONNX_PRECISIONS:
+            raise InputError(f"precision must be one of {ONNX_PRECISIONS}, got {precision!r}")
+        if precision == "auto":
+            precision = "int8" if on_cpu and manifest.int8_stages else "fp32"
+        int8 = (manifest.int8_stages if int8_stages is None else tuple(int8_stages)) if precision == "int8" else ()
+        files = {stage: ("int8_cpu" if on_cpu else "int8") if stage in int8 else
+                 "fp32" if precision == "int8" else precision for stage in manifest.stages}
+        self.precision = precision
+        self.int8_stages = int8
         self.sessions = {}
         for stage, entry in manifest.stages.items():
-            path = check_onnx_file(manifest, stage, precision, cache_dir or default_cache_dir())
+            path = check_onnx_file(manifest, stage, files[stage], cache_dir or default_cache_dir())
             try:
                 session = ort.InferenceSession(str(path), options, providers=chosen)
             except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -103,7 +119,8 @@ class OnnxRuntimeBackend:
         self.bind_io = on_gpu if bind_io is None else bind_io
         self._device = "cuda" if on_gpu else "cpu"
         self._ort = ort
-        self.description = f"onnxruntime {ort.__version__} ({self.providers[0]}, {precision})"
+        detail = f"int8: {', '.join(int8)}; others fp32" if int8 else "fp32" if precision == "int8" else precision
+        self.description = f"onnxruntime {ort.__version__} ({self.providers[0]}, {detail})"
         self._outputs = {stage: [o.name for o in s.get_outputs()] for stage, s in self.sessions.items()}
         consumed = {t.name for stage in manifest.stages.values() for t in stage.inputs}
         self._handed_on = {name for outputs in self._outputs.values() for name in outputs if name in consumed}
@@ -235,13 +252,14 @@ def nvidia_gpu_present() -> bool:
 
 def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.PathLike | None = None,
                  threads: int | None = None, log: Callable[[str], None] = log_to_stderr,
-                 verbose: bool = False) -> Backend:
+                 verbose: bool = False, precision: str = "auto") -> Backend:
     """The backend named ``backend``, or with ``"auto"`` the first of tensorrt, onnxruntime, torch that loads.
 
     With ``"auto"`` any SDK error while loading one (a missing package, no GPU, a file that
     fails its checks) moves on to the next, and the reasons are logged with the one chosen; a
     skipped TensorRT is mentioned only where an NVIDIA GPU is present (where it could run) or
-    with ``verbose``.
+    with ``verbose``. ``precision`` is the onnxruntime backend's (see :class:`OnnxRuntimeBackend`);
+    TensorRT picks its own from the manifest and its version, and torch is the FP32 reference.
     """
     from avss_sdk.runtime.text_cache import default_cache_dir
 
@@ -249,7 +267,7 @@ def make_backend(manifest: Manifest, backend: str = "auto", cache_dir: str | os.
         raise InputError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
     makers: dict[str, Callable[[], Backend]] = {
         "tensorrt": lambda: TensorRTBackend(manifest, cache_dir or default_cache_dir(), log),
-        "onnxruntime": lambda: OnnxRuntimeBackend(manifest, threads=threads, cache_dir=cache_dir),
+        "onnxruntime": lambda: OnnxRuntimeBackend(manifest, precision, threads=threads, cache_dir=cache_dir),
         "torch": lambda: TorchBackend(manifest, threads=threads),
     }
     if backend != "auto":

@@ -22,6 +22,10 @@ Layout (``format`` "avss_sdk.manifest", ``version`` 1)::
                   "prompts"), engine (null, or file, precision, tensorrt_version,
                   compute_capability, profile, key, plugin)
     engines:      built (bool) and reason (why not, when not)
+    int8:         (only after an INT8 step: ``avss-build-engines --int8``) calibration (data, split,
+                  clips, frames, method), min_agreement, check_clips, stages: {stage: {use, pixels,
+                  objects}}: whether the stage's INT8 files (onnx keys "int8" for TensorRT, "int8_cpu"
+                  for ONNX Runtime on a CPU) are used, and their label agreement with FP32
 
 Every section is typed and checked when the manifest is made or loaded (a hex model hash,
 positive sizes, preprocessing equal to this runtime's, ``str.format``-safe templates, a
@@ -54,6 +58,8 @@ MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 STAGE_NAMES = ("flow", "image_encoder", "audio_encoder", "text_encoder", "vta", "mask_decoder")
 PRECISIONS = ("fp32", "fp16")
+INT8_FILES = ("int8", "int8_cpu")  # a stage's INT8 ONNX keys: TensorRT explicit quantization, ONNX Runtime on a CPU
+SPLITS = ("train", "val", "test")
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 # The tensors the runtime feeds and reads, stage by stage: an export must name them so.
 STAGE_IO = {
@@ -242,6 +248,82 @@ class TextSection:
                    tuple(embedding) if isinstance(embedding, list) else embedding)
 
 
+@dataclass(frozen=True)
+class Int8Calibration:
+    """What calibrated the INT8 ranges: the data set's folder name, its split, clips and frames, the method."""
+
+    data: str
+    split: str
+    clips: int
+    frames: int
+    method: str
+
+    def __post_init__(self) -> None:
+        _string(self.data, "int8.calibration.data")
+        if self.split not in SPLITS:
+            raise ManifestError(f"int8.calibration.split must be one of {SPLITS}, got {self.split!r}")
+        _int(self.clips, "int8.calibration.clips")
+        _int(self.frames, "int8.calibration.frames")
+        _string(self.method, "int8.calibration.method")
+
+
+@dataclass(frozen=True)
+class Int8Stage:
+    """One stage's INT8 verdict: ``use`` its INT8 files or not, and the label agreement with FP32 that decided it.
+
+    ``pixels`` is the share of all pixels whose label is unchanged; ``objects`` the share among
+    pixels either pipeline labels as a sounding object.
+    """
+
+    use: bool
+    pixels: float
+    objects: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use, bool):
+            raise ManifestError(f"int8 stage use must be true or false, got {self.use!r}")
+        for name in ("pixels", "objects"):
+            if not 0.0 <= _number(getattr(self, name), f"int8 stage {name}") <= 1.0:
+                raise ManifestError(f"int8 stage {name} must be a share in [0, 1], got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class Int8Section:
+    """The INT8 step's record: its calibration, the agreement a stage needed (``min_agreement``
+    of object pixels on ``check_clips`` held-out clips) and each quantized stage's verdict."""
+
+    calibration: Int8Calibration
+    min_agreement: float
+    check_clips: int
+    stages: dict[str, Int8Stage]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= _number(self.min_agreement, "int8.min_agreement") <= 1.0:
+            raise ManifestError(f"int8.min_agreement must be a share in [0, 1], got {self.min_agreement!r}")
+        _int(self.check_clips, "int8.check_clips")
+        if not isinstance(self.stages, dict) or not self.stages:
+            raise ManifestError("int8.stages must name at least one quantized stage")
+        unknown = sorted(set(self.stages) - set(STAGE_NAMES))
+        if unknown:
+            raise ManifestError(f"int8.stages names unknown stages {unknown}")
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        """The stages that run INT8, in :data:`STAGE_NAMES` order."""
+        return tuple(name for name in STAGE_NAMES if name in self.stages and self.stages[name].use)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Int8Section":
+        calibration = _section(values, "calibration", "int8.")
+        stages = _section(values, "stages", "int8.")
+        unknown = sorted(set(calibration) - set(Int8Calibration.__dataclass_fields__))
+        if unknown:
+            raise ManifestError(f"int8.calibration has unknown keys {unknown}")
+        return cls(Int8Calibration(**calibration), values.get("min_agreement"), values.get("check_clips"),
+                   {name: Int8Stage(entry.get("use"), entry.get("pixels"), entry.get("objects"))
+                    for name, entry in ((n, _section(stages, n, "int8.stages.")) for n in stages)})
+
+
 @dataclass
 class EngineEntry:
     """A built TensorRT engine and what it was built for; ``key`` is :func:`engine_key` of those."""
@@ -294,6 +376,7 @@ class Manifest:
     text: TextSection
     stages: dict[str, StageEntry]
     engines: dict[str, Any] = field(default_factory=lambda: {"built": False, "reason": "not built"})
+    int8: Int8Section | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -302,6 +385,10 @@ class Manifest:
         missing = [name for name in STAGE_NAMES if name not in self.stages]
         if missing:
             raise ManifestError(f"stages {missing} are missing")
+        for name in self.int8_stages:
+            lacking = [key for key in INT8_FILES if key not in self.stages[name].onnx]
+            if lacking:
+                raise ManifestError(f"int8.stages.{name} is used, but stages.{name}.onnx has no {lacking} file")
 
     @property
     def model_hash(self) -> str:
@@ -346,6 +433,11 @@ class Manifest:
                         raise ManifestError(f"tensor {spec.name!r} is {list(other.shape)} {other.dtype} in one "
                                             f"stage and {list(spec.shape)} {spec.dtype} in stage {name!r}")
 
+    @property
+    def int8_stages(self) -> tuple[str, ...]:
+        """The stages whose INT8 files passed the export's accuracy check (none without an INT8 step)."""
+        return self.int8.used if self.int8 is not None else ()
+
     def path(self, relative: str) -> Path:
         return self.root / relative
 
@@ -369,7 +461,7 @@ class Manifest:
                 "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.preprocess).items()},
                 "postprocess": asdict(self.postprocess),
                 "text": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.text).items()},
-                "stages": stages, "engines": self.engines}
+                "stages": stages, "engines": self.engines, **({"int8": asdict(self.int8)} if self.int8 else {})}
 
     def save(self, directory: str | os.PathLike | None = None) -> Path:
         """Write ``manifest.json`` atomically into ``directory`` (default: the manifest's root).
@@ -411,7 +503,8 @@ class Manifest:
                            values["max_vocab"], Preprocess.from_dict(_section(values, "preprocess")),
                            Postprocess.from_dict(_section(values, "postprocess")),
                            TextSection.from_dict(_section(values, "text")), stages,
-                           values.get("engines", {"built": False, "reason": "not recorded"}))
+                           values.get("engines", {"built": False, "reason": "not recorded"}),
+                           Int8Section.from_dict(_section(values, "int8")) if "int8" in values else None)
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ManifestError):
                 separator = " " if str(error).startswith("is incomplete") else ": "

@@ -1,0 +1,128 @@
+"""INT8 export: QDQ files TensorRT's explicit quantization accepts, the accuracy gate, and how the runtime picks them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from avss_sdk.runtime.backends import OnnxRuntimeBackend
+from avss_sdk.runtime.manifest import Manifest, ManifestError
+from avss_sdk.segmenter import DEFAULT_ENGINES
+from avss_sdk.export.quantize_int8 import (QuantizationError, agreement, check_calibration,
+                                           check_explicit_quantization, quantize_file, quantize_model)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def conv_model(path: Path) -> Path:
+    """A float Conv + Relu with 8 output channels: something to quantize per channel."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["z"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 16, 16])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def samples(count: int = 5) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(count)]
+
+
+def test_the_tensorrt_file_is_explicit_quantization_and_the_cpu_file_is_not(tmp_path):
+    fp32 = conv_model(tmp_path / "conv.onnx")
+    quantize_file(fp32, tmp_path / "conv.int8.onnx", samples(16), for_tensorrt=True)  # 16: a multiple of the flush
+    quantize_file(fp32, tmp_path / "conv.int8_cpu.onnx", samples(), for_tensorrt=False)
+    tensorrt = onnx.load(str(tmp_path / "conv.int8.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in tensorrt.graph.node}
+    assert check_explicit_quantization(tensorrt) == 1  # the conv weight, one scale per output channel
+    with pytest.raises(QuantizationError, match="zero point"):
+        check_explicit_quantization(onnx.load(str(tmp_path / "conv.int8_cpu.onnx")))  # uint8 activations
+
+
+def test_a_per_tensor_weight_is_refused(tmp_path):
+    fp32 = conv_model(tmp_path / "conv.onnx")
+    quantize_file(fp32, tmp_path / "conv.int8.onnx", samples(), for_tensorrt=True)
+    model = onnx.load(str(tmp_path / "conv.int8.onnx"))
+    for tensor in model.graph.initializer:  # collapse every per-channel scale to one value
+        if tensor.data_type == TensorProto.FLOAT and len(tensor.dims) == 1 and tensor.dims[0] == 8 \
+                and tensor.name.endswith("scale"):
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor)[:1].reshape(()), tensor.name))
+    with pytest.raises(QuantizationError, match="per channel"):
+        check_explicit_quantization(model)
+
+
+def test_agreement_counts_all_pixels_and_object_pixels():
+    want = [np.array([[0, 0, 1, 1]]), np.array([[0, 0, 0, 0]])]
+    have = [np.array([[0, 2, 1, 1]]), np.array([[0, 0, 0, 0]])]
+    result = agreement(want, have)
+    assert result.pixels == pytest.approx(7 / 8) and result.objects == pytest.approx(2 / 3) and result.frames == 2
+
+
+@pytest.mark.timeout(300)
+def test_int8_flow_on_a_copy_of_the_default_export(tmp_path, tiny_synth):
+    export = tmp_path / "export"
+    shutil.copytree(DEFAULT_ENGINES, export)
+    values = json.loads((export / "manifest.json").read_text())
+    values["model"]["checkpoint"] = str((DEFAULT_ENGINES / values["model"]["checkpoint"]).resolve())
+    values.pop("int8", None)  # start from a plain FP32 export, whatever the shipped one holds
+    for stage in values["stages"].values():
+        stage["onnx"], stage["sha256"] = {"fp32": stage["onnx"]["fp32"]}, {"fp32": stage["sha256"]["fp32"]}
+    (export / "manifest.json").write_text(json.dumps(values))
+    for stale in (export / "onnx").glob("*.int8*.onnx"):
+        stale.unlink()
+    manifest = Manifest.load(export)
+    cache = tmp_path / "cache"
+    assert manifest.int8_stages == () and OnnxRuntimeBackend(manifest, "auto", cache_dir=cache).int8_stages == ()
+    record = quantize_model(manifest, tiny_synth, "val", clips=1, check_clips=1, min_agreement=0.0,
+                            log=lambda m: None, stages=("flow",))
+    manifest.save()
+    assert record.calibration.frames == 4 and record.stages["flow"].use and record.used == ("flow",)
+    assert 0.0 <= record.stages["flow"].objects <= 1.0
+    loaded = Manifest.load(export)
+    assert loaded.int8_stages == ("flow",) and loaded.int8 == record
+    assert set(loaded.stages["flow"].sha256) == {"fp32", "int8", "int8_cpu"}
+    assert check_explicit_quantization(onnx.load(str(loaded.onnx_path("flow", "int8")))) > 0
+    auto = OnnxRuntimeBackend(loaded, "auto", cache_dir=cache)
+    assert auto.int8_stages == ("flow",) and "int8: flow" in auto.description
+    assert OnnxRuntimeBackend(loaded, "fp32", cache_dir=cache).int8_stages == ()
+    size, stride = loaded.preprocess.image_size, loaded.preprocess.flow_stride
+    frames = np.zeros((1, 3, size, size), np.float32)
+    assert auto.run("flow", {"previous": frames, "current": frames})["flow"].shape == (1, 2, size // stride,
+                                                                                      size // stride)
+    with pytest.raises(ValueError, match="INT8 stages"):
+        quantize_model(loaded, tiny_synth, stages=("vta",))
+    with pytest.raises(ValueError, match="val clips"):
+        quantize_model(loaded, tiny_synth, "val", clips=5, check_clips=5, stages=("flow",))
+    (export / "onnx" / "flow.int8_cpu.onnx").unlink()
+    with pytest.raises(ManifestError, match="flow.int8_cpu.onnx, which is missing"):
+        Manifest.load(export)
+
+
+def test_calibration_data_is_checked_before_anything_runs(tiny_synth, tmp_path):
+    check_calibration(tiny_synth, "val", 1, 1)  # the tiny set has 2 val clips
+    with pytest.raises(ValueError, match="has 2 val clips; calibration and its check need 36"):
+        check_calibration(tiny_synth, "val", 24, 12)
+    with pytest.raises(ValueError, match="at least 1"):
+        check_calibration(tiny_synth, "val", 0, 1)
+
+
+def test_build_engines_int8_options_are_checked():
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "export/build_engines.py", "--out", "unused", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout, not an installed one
+
+    assert "--int8 needs --calibration" in run("--int8").stderr
+    assert "only used with --int8" in run("--calibration", "data").stderr
+    assert run("--int8", "--calibration", "d", "--int8-min-agreement", "2").returncode == 2
