@@ -136,11 +136,12 @@ def test_concurrent_streams_with_different_vocabularies_do_not_mix(server, frame
 
 @pytest.fixture(scope="module")
 def batching_server(serve_python, tmp_path_factory):
-    """An avss-serve whose Triton holds a request up to 5 s for a second one (batches of 2): requests sent
-    at once are batched together, whatever the machine's load; yields (http_url, grpc_url)."""
+    """An avss-serve whose Triton holds a request up to 5 s for more (batches of 3), run by two pipelines
+    (--instances 2): requests sent at once are batched together, whatever the machine's load."""
     log = tmp_path_factory.mktemp("serve") / "batching.log"
     try:
-        with ServerProcess("--max-batch", "2", "--batch-delay-ms", "5000", python=serve_python, log=log) as running:
+        with ServerProcess("--max-batch", "3", "--batch-delay-ms", "5000", "--instances", "2", python=serve_python,
+                           log=log) as running:
             yield running.http_url, running.grpc_url
     except ServeError as error:
         pytest.fail(str(error))
@@ -154,20 +155,25 @@ def at_once(*sends):
 
 
 def test_streams_batched_together_do_not_mix_and_equal_the_in_process_segmenter(batching_server, frames, local):
-    words = [DEMO_WORDS, DEMO_WORDS[::-1]]  # same shapes, so Triton batches them; any mix-up swaps labels
-    expected = [local(w, frames[:3]) for w in words]
-    with RemoteSegmenter(batching_server[1], vocab=words[0]) as first, \
-            RemoteSegmenter(batching_server[0], vocab=words[1]) as second:
-        for t, (image, audio) in enumerate(frames[:3]):
-            got = at_once(lambda: first.segment(image, audio), lambda: second.segment(image, audio))
-            assert (first.last_batch, second.last_batch) == (2, 2), got  # flow and encoders ran on both at once
-            for remote, reference in zip(got, (expected[0][t], expected[1][t])):
-                assert_same(remote, reference)
+    # Same shapes, so Triton batches the three; the reversed list swaps labels if streams mix. The two
+    # pipelines share each batch: one runs the two DEMO_WORDS frames as a batch, the other the third.
+    words = [DEMO_WORDS, DEMO_WORDS[::-1], DEMO_WORDS]
+    clients = [RemoteSegmenter(url) for url in (batching_server[1], batching_server[0], batching_server[1])]
+    for client, w in zip(clients, words):
+        client.use(vocabulary=w)  # no early embedding request: it would wait 5 s alone for a batch
+    for t, (image, audio) in enumerate(frames[:2]):  # a first frame (no flow) and one with flow
+        got = at_once(*[lambda c=c: c.segment(image, audio) for c in clients])
+        assert [c.last_batch for c in clients] == [3, 3, 3], got
+        for remote, w in zip(got, words):
+            assert_same(remote, local(w, frames[:2])[t])
+    for client in clients:
+        client.close()
 
 
 def test_a_bad_request_batched_with_a_good_one_fails_only_itself(batching_server, frames, local):
     image, audio = frames[0]
-    with RemoteSegmenter(batching_server[1], vocab=DEMO_WORDS) as good:
+    with RemoteSegmenter(batching_server[1]) as good:
+        good.use(vocabulary=DEMO_WORDS)
         bad, fine = at_once(lambda: raw_request(batching_server[1], image, audio, ["dog", "   "]),
                             lambda: good.segment(image, audio))
     assert isinstance(bad, Exception) and "blank" in str(bad)
