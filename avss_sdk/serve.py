@@ -39,8 +39,8 @@ in a batch run in order, one after the other.
 Vocabularies are embedded once per distinct word list (and the text cache keeps every
 prompt on disk), never per frame. Bad requests (a wrong dtype or shape, an empty
 vocabulary, an oversize frame) get an error response; the server keeps serving. Triton
-batches only requests of equal shapes, so a request refused for its shape is never batched
-with good ones; one refused for its content (a blank word, audio that is not finite) fails
+batches only requests of equal shapes with the same inputs, so a request refused for its
+shape is never batched with good ones; one refused for its content (a blank word, audio that is not finite) fails
 the requests batched with it too (PyTriton answers a batch with one error), with an error
 that starts with ``BATCH_REFUSED`` and says so; ``RemoteSegmenter`` sends such a request again.
 
@@ -267,9 +267,7 @@ class FramePipeline:
             try:
                 words = tuple(clean_vocabulary(_words(vocab[row], "vocab"), self.segmenters[0].max_words))
                 mono = as_mono(audio[row].astype(np.float32))
-            except BadRequest:
-                raise
-            except ValueError as error:
+            except ValueError as error:  # BadRequest, VocabularyError, InputError: the message says why
                 raise BadRequest(str(error)) from None
             scene_words = _words(scenes[row], "scene") if scenes is not None else []
             scene_text = scene_words[0] if scene_words else None
@@ -322,6 +320,7 @@ class FramePipeline:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+
 
 def _check_environment() -> None:
     """Fail early, in one line, where the Triton Python backend cannot work."""
