@@ -206,7 +206,7 @@ def run_streams(url: str, vocabularies: Sequence[Sequence[str]], frames: Sequenc
     the server ran in that batch) per frame. The first error of any stream is raised.
     """
     out: list[list] = [[] for _ in vocabularies]
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
     start = threading.Barrier(len(vocabularies))
 
     def stream(k: int) -> None:
@@ -220,7 +220,7 @@ def run_streams(url: str, vocabularies: Sequence[Sequence[str]], frames: Sequenc
                     began = time.perf_counter()
                     result = remote.segment(image, audio)
                     out[k].append((result, time.perf_counter() - began, remote.last_batch))
-        except BaseException as error:  # reported in the caller's thread
+        except Exception as error:  # reported in the caller's thread
             errors.append(error)
             start.abort()
 

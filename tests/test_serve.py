@@ -3,7 +3,9 @@
 The server runs as its own process (``python -m avss_sdk.serve``) with the interpreter of
 the serving environment (numpy < 2, see the README's "Serving"): ``$AVSS_SERVE_PYTHON``,
 else ``~/.cache/avss_sdk/serve-env/bin/python`` (what ``.ci/run`` creates). Clients are
-this process (numpy 2) through ``RemoteSegmenter`` and raw ``tritonclient`` requests.
+this process (numpy 2) through ``RemoteSegmenter`` and raw ``tritonclient`` requests. A
+second server holds requests for a batch (``--batch-delay-ms``) so that requests sent at
+once are batched together on any machine, and runs two pipelines (``--instances 2``).
 """
 
 from __future__ import annotations
