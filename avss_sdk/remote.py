@@ -6,19 +6,20 @@
 
 Each ``RemoteSegmenter`` is one client stream: its frames carry a stream id (a request
 parameter, see :mod:`avss_sdk.serve`) so the server keeps its previous frame for the flow
-stage; ``reset()`` starts a new stream. URLs are ``http://host:port`` or
+stage; ``reset()`` starts a new stream. A request the server refused only because a bad
+request of another client was batched with it is sent once more. URLs are ``http://host:port`` or
 ``grpc://host:port`` (no scheme: HTTP). Needs ``tritonclient`` (``pip install
 'avss_sdk[client]'``), which works with numpy 1 and 2.
 """
 
 from __future__ import annotations
 
-import threading
-
 import json
 import re
+import threading
 import time
 import uuid
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -26,8 +27,8 @@ import numpy as np
 from avss_sdk.errors import AvssError
 from avss_sdk.result import Result, SoundingObject
 from avss_sdk.segmenter import VocabularyError, clean_vocabulary
+from avss_sdk.serve import BATCH_REFUSED, MODEL_NAME, OUTPUTS
 
-MODEL_NAME = "avss_ssp_ov"
 _PROBE_FRAME = np.zeros((8, 8, 3), np.uint8)  # what prepare_vocab sends so the server embeds new words early
 _PROBE_AUDIO = np.zeros(160, np.float32)
 
@@ -71,11 +72,16 @@ class RemoteSegmenter:
         self.backend_name = f"triton {self.url}"
         self._client_module = client
         self._timeout = timeout
-        kwargs = {"network_timeout": timeout} if scheme == "http" else {}
-        self._client = client.InferenceServerClient(address, **kwargs)
+        self._address = address
+        self._local = threading.local()  # over HTTP one client per thread: a gevent connection cannot switch threads
+        self._clients: weakref.WeakSet = weakref.WeakSet()  # every live one, for close()
+        self._shared = client.InferenceServerClient(address) if scheme == "grpc" else None  # gRPC: one for all threads
+        if self._shared is not None:
+            self._clients.add(self._shared)
         self._words: list[str] = []
         self._scene = ""
         self._stream = uuid.uuid4().hex
+        self.last_batch = 0  # frames the server ran in one batch with the last one segmented
         if scene is not None:
             self.set_scene(scene)
         if vocab:
@@ -91,23 +97,41 @@ class RemoteSegmenter:
 
     def _infer(self, image: np.ndarray, audio: np.ndarray, words: Sequence[str], scene: str,
                parameters: dict | None) -> dict[str, np.ndarray]:
+        """One frame as a batch of one; the outputs of that one frame."""
         client = self._client_module
-        tensors = [("image", image, "UINT8"), ("audio", audio, "FP32"),
-                   ("vocab", np.array([w.encode("utf-8") for w in words], dtype=np.object_), "BYTES")]
+        tensors = [("image", image[None], "UINT8"), ("audio", audio[None], "FP32"),
+                   ("vocab", np.array([[w.encode("utf-8") for w in words]], dtype=np.object_), "BYTES")]
         if scene:
-            tensors.append(("scene", np.array([scene.encode("utf-8")], dtype=np.object_), "BYTES"))
+            tensors.append(("scene", np.array([[scene.encode("utf-8")]], dtype=np.object_), "BYTES"))
         inputs = []
         for name, array, dtype in tensors:
             tensor = client.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        outputs = [client.InferRequestedOutput(name) for name in ("labels", "objects", "stream_frame")]
+        outputs = [client.InferRequestedOutput(name) for name in OUTPUTS]
         kwargs = {"client_timeout": self._timeout} if client.__name__.endswith("grpc") else {}
-        try:
-            response = self._client.infer(MODEL_NAME, inputs, outputs=outputs, parameters=parameters, **kwargs)
-        except Exception as error:  # tritonclient raises its own exception types per protocol
-            raise ServerError(f"{self.url}: {_reason(error)}") from None
-        return {name: response.as_numpy(name) for name in ("labels", "objects", "stream_frame")}
+        retried = False
+        while True:
+            try:
+                response = self._client().infer(MODEL_NAME, inputs, outputs=outputs, parameters=parameters, **kwargs)
+            except Exception as error:  # tritonclient raises its own exception types per protocol
+                reason = _reason(error)
+                if retried or not reason.startswith(BATCH_REFUSED):
+                    raise ServerError(f"{self.url}: {reason}") from None
+                retried = True  # another client's bad request was batched with this one: it did not run
+                continue
+            return {name: response.as_numpy(name)[0] for name in OUTPUTS}
+
+    def _client(self):
+        """The client for this thread: the shared one over gRPC, its own over HTTP (geventhttpclient)."""
+        if self._shared is not None:
+            return self._shared
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._client_module.InferenceServerClient(
+                self._address, network_timeout=self._timeout)
+            self._clients.add(client)
+        return client
 
     def prepare_vocab(self, words: Sequence[str], cancel: threading.Event | None = None) -> list[str]:
         """Check the words and have the server embed them now (one tiny frame), so the switch does not stall.
@@ -152,19 +176,60 @@ class RemoteSegmenter:
         start = time.perf_counter()
         out = self._infer(np.ascontiguousarray(image), np.asarray(audio, np.float32).reshape(-1), words,
                           self._scene, {"stream": self._stream})
-        labels = out["labels"]
+        labels, self.last_batch = out["labels"], int(out["batched"][0])
         objects = [SoundingObject(o["label"], int(o["class_index"]), float(o["score"]),
                                   labels == o["class_index"] + 1, tuple(int(v) for v in o["box"]))
-                   for o in json.loads(bytes(out["objects"].reshape(-1)[0]).decode("utf-8"))]
+                   for o in json.loads(bytes(out["objects"][0]).decode("utf-8"))]
         timings = {"total": (time.perf_counter() - start) * 1000.0}
         return Result(image, timestamp, labels, list(words), objects, timings, index)
 
     def close(self) -> None:
-        """Close the connection (the server drops this stream's state after its idle timeout)."""
-        self._client.close()
+        """Close the connections (the server drops this stream's state after its idle timeout)."""
+        for client in list(self._clients):
+            client.close()
+        self._local = threading.local()
 
     def __enter__(self) -> "RemoteSegmenter":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_streams(url: str, vocabularies: Sequence[Sequence[str]], frames: Sequence[tuple[np.ndarray, np.ndarray]],
+                warm_up: bool = False, timeout: float = 300.0) -> list[list[tuple[Result, float, int]]]:
+    """Concurrent client streams, as live clients: one ``RemoteSegmenter`` per vocabulary, each in its
+    own thread sending ``frames`` ((image, audio) pairs) in order, each waiting for its answer.
+
+    All streams start together (after connecting and, with ``warm_up``, one frame each that is then
+    forgotten with ``reset()``). Returns, per stream, (result, seconds from send to answer, frames
+    the server ran in that batch) per frame. The first error of any stream is raised.
+    """
+    out: list[list] = [[] for _ in vocabularies]
+    errors: list[Exception] = []
+    start = threading.Barrier(len(vocabularies))
+
+    def stream(k: int) -> None:
+        try:
+            with RemoteSegmenter(url, vocab=vocabularies[k], timeout=timeout) as remote:
+                if warm_up:
+                    remote.segment(*frames[0])
+                    remote.reset()
+                start.wait(timeout=timeout)
+                for image, audio in frames:
+                    began = time.perf_counter()
+                    result = remote.segment(image, audio)
+                    out[k].append((result, time.perf_counter() - began, remote.last_batch))
+        except Exception as error:  # reported in the caller's thread
+            errors.append(error)
+            start.abort()
+
+    threads = [threading.Thread(target=stream, args=(k,), daemon=True) for k in range(len(vocabularies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if errors:
+        raise (real or errors)[0]
+    return out

@@ -1,15 +1,17 @@
 """avss-serve throughput and latency with 1, 2, 4 and 8 concurrent client streams, against in-process.
 
     python benchmarks/serve.py --out benchmarks/results/serve-cpu.md
+    python benchmarks/serve.py --max-batch 1 8 --clients 1 4 --frames 20   # does batching pay here?
 
 Starts a real ``avss-serve`` (PyTriton, the serving environment's interpreter: see the
-README's "Serving") on loopback, then for each client count runs that many streams at once,
-each a ``RemoteSegmenter`` over gRPC sending the same camera-size frames one after another
-(a stream waits for each answer, as a live client does). Reported: total frames/s over all
-streams, and p50 / p99 request latency (client send to labels decoded). In the same run, the
-in-process ``Stream`` segments the same frames from a file (decoding and pairing included)
-and the in-process ``Segmenter`` the decoded frames. Every client, the server and its
-instances share this machine's cores.
+README's "Serving") on loopback for each ``--max-batch`` and ``--instances`` asked for, then
+for each client count runs that many streams at once (``avss_sdk.remote.run_streams``: each
+a ``RemoteSegmenter`` over gRPC sending the same camera-size frames one after another, waiting
+for each answer as a live client does). Reported: total frames/s over all streams, p50 / p99
+request latency (client send to labels decoded) and the mean number of frames Triton batched
+together. In the same run, the in-process ``Stream`` segments the same frames from a file
+(decoding and pairing included) and the in-process ``Segmenter`` the decoded frames. Every
+client, the server and its instances share this machine's cores.
 """
 
 from __future__ import annotations
@@ -18,12 +20,8 @@ import argparse
 import fractions
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,32 +29,23 @@ import av
 import cv2
 import numpy as np
 
-from avss_sdk.capture import FileSource
+from avss_sdk.capture import read_frames
 from avss_sdk.media import read_audio
-from avss_sdk.remote import RemoteSegmenter
+from avss_sdk.remote import run_streams
 from avss_sdk.segmenter import Segmenter
+from avss_sdk.serve import ServeError, ServerProcess
 from avss_sdk.stream import Stream
 
 _ROOT = Path(__file__).resolve().parents[1]
 
 VOCAB = ["dog", "guitar", "person speaking", "alarm clock", "violin", "cat", "car engine", "piano"]
 CLIENTS = (1, 2, 4, 8)
-SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def camera_clip(path: Path, count: int) -> Path:
     """The demo clip's first ``count`` frames scaled to 640x480 with its sound, as H.264 + AAC (what Stream reads)."""
     demo = _ROOT / "samples" / "demo_clip.mp4"
-    with FileSource(demo) as source:
-        images = []
-        while len(images) < count and (frame := source.read()) is not None:
-            images.append(cv2.resize(frame.image, (640, 480), interpolation=cv2.INTER_LINEAR))
+    images = [cv2.resize(image, (640, 480), interpolation=cv2.INTER_LINEAR) for image, _ in read_frames(demo, count)]
     track = read_audio(demo)[: int(round(len(images) / 10 * 16000))]
     with av.open(str(path), "w") as out:
         video = out.add_stream("h264", rate=10)
@@ -75,77 +64,13 @@ def camera_clip(path: Path, count: int) -> Path:
     return path
 
 
-def decoded(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    with FileSource(path) as source:
-        pairs = []
-        while (frame := source.read()) is not None:
-            pairs.append((frame.image, source.window(frame.timestamp)))
-    return pairs
-
-
-def start_server(instances: int, log: Path) -> tuple[subprocess.Popen, str]:
-    http, grpc = free_port(), free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([str(SERVE_PYTHON), "-m", "avss_sdk.serve", "--http-port", str(http),
-                                    "--grpc-port", str(grpc), "--instances", str(instances)],
-                                   cwd=_ROOT, env=dict(os.environ, PYTHONPATH=str(_ROOT)), stdout=out,
-                                   stderr=subprocess.STDOUT)
-    import tritonclient.http
-
-    client = tritonclient.http.InferenceServerClient(f"127.0.0.1:{http}")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if client.is_model_ready("avss_ssp_ov"):
-                return process, f"grpc://127.0.0.1:{grpc}"
-        except Exception:  # not listening yet
-            pass
-        time.sleep(0.25)
-    stop_server(process)
-    raise SystemExit(f"avss-serve did not start:\n{log.read_text()[-2000:]}")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
 def run_clients(url: str, clients: int, pairs: list) -> dict[str, float]:
-    latencies: list[float] = []
-    lock, barrier, errors = threading.Lock(), threading.Barrier(clients + 1), []
-
-    def client() -> None:
-        try:
-            with RemoteSegmenter(url, vocab=VOCAB) as remote:
-                remote.segment(*pairs[0])  # warm-up: connection and server-side stream state
-                barrier.wait(timeout=120)
-                mine = []
-                for image, audio in pairs:
-                    start = time.perf_counter()
-                    remote.segment(image, audio)
-                    mine.append(time.perf_counter() - start)
-            with lock:
-                latencies.extend(mine)
-        except Exception as error:  # reported by the caller
-            errors.append(error)
-            barrier.abort()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait(timeout=300)
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    if errors:
-        raise SystemExit(f"{clients} clients: {errors[0]}")
-    ms = np.array(latencies) * 1000.0
-    return {"fps": len(latencies) / wall, "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+    streams = run_streams(url, [VOCAB] * clients, pairs, warm_up=True)
+    wall = max(sum(seconds for _, seconds, _ in stream) for stream in streams)  # streams start together, send back to back
+    answers = [answer for stream in streams for answer in stream]
+    ms = np.array([seconds for _, seconds, _ in answers]) * 1000.0
+    return {"fps": len(answers) / wall, "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "batch": float(np.mean([batch for _, _, batch in answers]))}
 
 
 def in_process(path: Path, pairs: list) -> dict[str, dict[str, float]]:
@@ -179,33 +104,40 @@ def in_process(path: Path, pairs: list) -> dict[str, dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=60, help="frames each client stream sends (default 60)")
-    parser.add_argument("--instances", type=int, nargs="+", default=[1], help="server model instances to try")
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="client stream counts to run")
+    parser.add_argument("--instances", type=int, nargs="+", default=[1], help="server --instances values to try")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[8], help="server --max-batch values to try")
+    parser.add_argument("--note", default="", help="a sentence for the table's header (e.g. what else ran)")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = camera_clip(Path(tmp) / "camera.mp4", args.frames)
-        pairs = decoded(path)
+        pairs = read_frames(path)
         load_before = os.getloadavg()[0]
-        rows = list(in_process(path, pairs).items())
+        rows = [(name, dict(r, batch=float("nan"))) for name, r in in_process(path, pairs).items()]
         for instances in args.instances:
-            process, url = start_server(instances, Path(tmp) / "server.log")
-            try:
-                for clients in CLIENTS:
-                    rows.append((f"avss-serve, {instances} instance{'s' * (instances > 1)}, {clients} "
-                                 f"client stream{'s' * (clients > 1)} (gRPC)", run_clients(url, clients, pairs)))
-                    print(rows[-1], file=sys.stderr, flush=True)
-            finally:
-                stop_server(process)
+            for max_batch in args.max_batch:
+                options = ("--instances", str(instances), "--max-batch", str(max_batch))
+                try:
+                    with ServerProcess(*options, log=Path(tmp) / "server.log") as server:
+                        for clients in args.clients:
+                            rows.append((f"avss-serve, {instances} instance{'s' * (instances > 1)}, max batch "
+                                         f"{max_batch}, {clients} client stream{'s' * (clients > 1)} (gRPC)",
+                                         run_clients(server.grpc_url, clients, pairs)))
+                            print(rows[-1], file=sys.stderr, flush=True)
+                except ServeError as error:
+                    raise SystemExit(f"avss-serve {' '.join(options)}: {error}") from None
         load_after = os.getloadavg()[0]
     import onnxruntime
 
     lines = [f"# avss-serve benchmark: {len(pairs)} frames at 640x480 per stream, vocabulary of {len(VOCAB)}", "",
              f"Machine: {platform.processor() or platform.machine()}, AMD EPYC, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, ONNX Runtime CPU backend, "
-             f"flow=model; 1-minute load average {load_before:.1f} before and {load_after:.1f} after (other jobs "
-             "shared the machine)", "",
-             "| what | frames/s (all streams) | p50 latency ms | p99 latency ms |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {r['fps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} |" for name, r in rows]
+             f"flow=model; 1-minute load average {load_before:.1f} before and {load_after:.1f} after. {args.note}".rstrip(),
+             "", "| what | frames/s (all streams) | p50 latency ms | p99 latency ms | mean frames per batch |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {r['fps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+              f"{'' if np.isnan(r['batch']) else format(r['batch'], '.1f')} |" for name, r in rows]
     lines += ["", "Latency: per request, client send to labels decoded (the Stream row: time between results, "
               "decoding and audio pairing included). Server and clients share the machine's cores."]
     table = "\n".join(lines)

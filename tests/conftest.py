@@ -9,6 +9,19 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def serve_python() -> Path:
+    """The serving environment's interpreter (PyTriton, numpy < 2): ``$AVSS_SERVE_PYTHON``, else the
+    one ``.ci/run`` creates; the test is skipped, saying so, where there is none."""
+    from avss_sdk.serve import serve_python as find
+
+    python = find()
+    if not python.is_file():
+        pytest.skip(f"no serving environment at {python} (PyTriton with numpy < 2): create it as .ci/run does, "
+                    f"or set AVSS_SERVE_PYTHON")
+    return python
+
+
+@pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
     """A SynthAVS-OV dataset small enough for CPU training tests: 64 px, 4 frames, 6 / 2 / 3 clips."""
     from avss_sdk.data.synthavs import generate_clip

@@ -3,19 +3,19 @@
 The server runs as its own process (``python -m avss_sdk.serve``) with the interpreter of
 the serving environment (numpy < 2, see the README's "Serving"): ``$AVSS_SERVE_PYTHON``,
 else ``~/.cache/avss_sdk/serve-env/bin/python`` (what ``.ci/run`` creates). Clients are
-this process (numpy 2) through ``RemoteSegmenter`` and raw ``tritonclient`` requests.
+this process (numpy 2) through ``RemoteSegmenter`` and raw ``tritonclient`` requests. A
+second server holds requests for a batch (``--batch-delay-ms``) so that requests sent at
+once are batched together on any machine, and runs two pipelines (``--instances 2``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,10 @@ import pytest
 import tritonclient.grpc as tritonclient_grpc
 import tritonclient.http as tritonclient_http
 
-from avss_sdk.capture import FileSource
-from avss_sdk.remote import RemoteSegmenter, ServerError
+from avss_sdk.capture import read_frames
+from avss_sdk.remote import RemoteSegmenter, ServerError, run_streams
 from avss_sdk.segmenter import Segmenter, VocabularyError
+from avss_sdk.serve import BATCH_REFUSED, ServeError, ServerProcess, free_port
 from avss_sdk.stream import Stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,63 +36,25 @@ DEMO_INFO = json.loads(DEMO.with_suffix(".json").read_text())
 DEMO_WORDS = DEMO_INFO["vocab"]
 OTHER_WORDS = ["pink triangle", "dog", "purple square"]
 IDLE_TIMEOUT = 4.0  # seconds; well above a frame's time on a busy 2-core machine
-SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real avss-serve on random loopback ports; yields (http_url, grpc_url)."""
-    if not SERVE_PYTHON.is_file():
-        pytest.skip(f"no serving environment at {SERVE_PYTHON} (PyTriton with numpy < 2): create it as .ci/run does, "
-                    f"or set AVSS_SERVE_PYTHON")
-    http, grpc = free_port(), free_port()
+def server(serve_python, tmp_path_factory):
+    """A real avss-serve on random loopback ports (dynamic batching of up to 4 frames, no batch delay);
+    yields (http_url, grpc_url)."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(SERVE_PYTHON), "-m", "avss_sdk.serve", "--http-port", str(http), "--grpc-port", str(grpc),
-             "--idle-timeout", str(IDLE_TIMEOUT)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{http}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"avss-serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if client.is_model_ready("avss_ssp_ov"):
-                    break
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"avss-serve not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{http}", f"grpc://127.0.0.1:{grpc}"
-    finally:
-        client.close()
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        with ServerProcess("--idle-timeout", str(IDLE_TIMEOUT), "--max-batch", "4", python=serve_python,
+                           log=log) as running:
+            yield running.http_url, running.grpc_url
+    except ServeError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
 def frames():
     """The first 4 frames of the demo clip with the audio windows that end at them."""
-    with FileSource(DEMO) as source:
-        out = []
-        while len(out) < 4:
-            frame = source.read()
-            out.append((frame.image, source.window(frame.timestamp)))
-    return out
+    return read_frames(DEMO, 4)
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +82,14 @@ def assert_same(remote, reference) -> None:
 
 
 def raw_request(url: str, image, audio, words, parameters=None, image_dtype="UINT8"):
-    """One request through plain tritonclient (no SDK): returns the response or raises its exception."""
+    """One frame (a batch of one) through plain tritonclient (no SDK): the response, or its exception."""
     client_module = tritonclient_grpc if url.startswith("grpc") else tritonclient_http
     client = client_module.InferenceServerClient(url.split("://")[1])
     try:
-        vocab = np.array([w.encode() for w in words], dtype=np.object_)
+        vocab = np.array([[w.encode() for w in words]], dtype=np.object_).reshape(1, len(words))
         inputs = []
-        for name, array, dtype in (("image", image, image_dtype), ("audio", audio, "FP32"), ("vocab", vocab, "BYTES")):
+        for name, array, dtype in (("image", image[None], image_dtype), ("audio", audio[None], "FP32"),
+                                   ("vocab", vocab, "BYTES")):
             tensor = client_module.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -156,8 +120,9 @@ def test_scene_text_reaches_the_server_and_can_be_switched_off(server, frames):
 
 
 def test_stream_with_server_argument_matches_the_in_process_stream(server, frames):
-    with Stream(source=DEMO, vocab=DEMO_WORDS) as here, Stream(source=DEMO, vocab=DEMO_WORDS, server=server[1]) as there:
-        assert there.backend_name == f"triton {server[1]}"
+    # over HTTP: set_vocab runs in the stream's worker thread (tritonclient.http's client is per thread)
+    with Stream(source=DEMO, vocab=DEMO_WORDS) as here, Stream(source=DEMO, vocab=DEMO_WORDS, server=server[0]) as there:
+        assert there.backend_name == f"triton {server[0]}"
         for _ in range(3):
             assert_same(next(there), next(here))
         there.set_vocab(OTHER_WORDS).result(timeout=60)
@@ -165,29 +130,58 @@ def test_stream_with_server_argument_matches_the_in_process_stream(server, frame
 
 
 def test_concurrent_streams_with_different_vocabularies_do_not_mix(server, frames, local):
-    expected = {tuple(DEMO_WORDS): local(DEMO_WORDS, frames), tuple(OTHER_WORDS): local(OTHER_WORDS, frames)}
-    got: dict = {}
-    errors: list = []
-    start = threading.Barrier(2)
-
-    def client(words, url):
-        try:
-            with RemoteSegmenter(url, vocab=words) as remote:
-                start.wait(timeout=30)
-                got[tuple(words)] = [remote.segment(image, audio) for image, audio in frames]
-        except Exception as error:  # reported below, in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=client, args=(DEMO_WORDS, server[0])),
-               threading.Thread(target=client, args=(OTHER_WORDS, server[1]))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
-    for words, results in expected.items():
-        for remote, reference in zip(got[words], results):
+    streams = run_streams(server[1], [DEMO_WORDS, OTHER_WORDS], frames)
+    for words, answers in zip([DEMO_WORDS, OTHER_WORDS], streams):
+        for (remote, _, _), reference in zip(answers, local(words, frames)):
             assert_same(remote, reference)
+
+
+@pytest.fixture(scope="module")
+def batching_server(serve_python, tmp_path_factory):
+    """An avss-serve whose Triton holds a request up to 5 s for more (batches of 3), run by two pipelines
+    (--instances 2): requests sent at once are batched together, whatever the machine's load."""
+    log = tmp_path_factory.mktemp("serve") / "batching.log"
+    try:
+        with ServerProcess("--max-batch", "3", "--batch-delay-ms", "5000", "--instances", "2", python=serve_python,
+                           log=log) as running:
+            yield running.http_url, running.grpc_url
+    except ServeError as error:
+        pytest.fail(str(error))
+
+
+def at_once(*sends):
+    """Run the callables at the same time; their results (an exception for one that raised)."""
+    with ThreadPoolExecutor(len(sends)) as pool:
+        futures = [pool.submit(send) for send in sends]
+        return [f.exception(timeout=120) or f.result() for f in futures]
+
+
+def test_streams_batched_together_do_not_mix_and_equal_the_in_process_segmenter(batching_server, frames, local):
+    # Same shapes, so Triton batches the three; the reversed list swaps labels if streams mix. The two
+    # pipelines share each batch: one runs the two DEMO_WORDS frames as a batch, the other the third.
+    words = [DEMO_WORDS, DEMO_WORDS[::-1], DEMO_WORDS]
+    clients = [RemoteSegmenter(url) for url in (batching_server[1], batching_server[0], batching_server[1])]
+    for client, w in zip(clients, words):
+        client.use(vocabulary=w)  # no early embedding request: it would wait 5 s alone for a batch
+    for t, (image, audio) in enumerate(frames[:2]):  # a first frame (no flow) and one with flow
+        got = at_once(*[lambda c=c: c.segment(image, audio) for c in clients])
+        assert [c.last_batch for c in clients] == [3, 3, 3], got
+        for remote, w in zip(got, words):
+            assert_same(remote, local(w, frames[:2])[t])
+    for client in clients:
+        client.close()
+
+
+def test_a_bad_request_batched_with_a_good_one_fails_only_itself(batching_server, frames, local):
+    image, audio = frames[0]
+    with RemoteSegmenter(batching_server[1]) as good:
+        good.use(vocabulary=DEMO_WORDS)
+        bad, fine = at_once(lambda: raw_request(batching_server[1], image, audio, ["dog", "   "]),
+                            lambda: good.segment(image, audio))
+    assert isinstance(bad, Exception) and "blank" in str(bad)
+    assert BATCH_REFUSED in str(bad)  # batched with the good one, which was refused too and sent again
+    assert_same(fine, local(DEMO_WORDS, frames)[0])  # a first frame: the refused try left no stream state
+    assert good.last_batch == 1  # the second try ran alone
 
 
 def test_a_killed_clients_stream_state_is_dropped(server, frames):
@@ -195,11 +189,11 @@ def test_a_killed_clients_stream_state_is_dropped(server, frames):
     script = (
         "import sys, numpy as np, tritonclient.http as h\n"
         f"c = h.InferenceServerClient({server[0].split('://')[1]!r})\n"
-        f"image = np.zeros({list(image.shape)}, np.uint8); audio = np.zeros(16000, np.float32)\n"
-        "vocab = np.array([b'dog'], dtype=np.object_)\n"
+        f"image = np.zeros({[1, *image.shape]}, np.uint8); audio = np.zeros((1, 16000), np.float32)\n"
+        "vocab = np.array([[b'dog']], dtype=np.object_)\n"
         "for i in range(1000):\n"
-        "    inputs = [h.InferInput('image', list(image.shape), 'UINT8'), h.InferInput('audio', [16000], 'FP32'),\n"
-        "              h.InferInput('vocab', [1], 'BYTES')]\n"
+        "    inputs = [h.InferInput('image', list(image.shape), 'UINT8'), h.InferInput('audio', [1, 16000], 'FP32'),\n"
+        "              h.InferInput('vocab', [1, 1], 'BYTES')]\n"
         "    for t, a in zip(inputs, (image, audio, vocab)): t.set_data_from_numpy(a)\n"
         "    c.infer('avss_ssp_ov', inputs, parameters={'stream': 'doomed'})\n"
         "    if i == 2: print('sent', flush=True)\n"
@@ -211,12 +205,12 @@ def test_a_killed_clients_stream_state_is_dropped(server, frames):
         client.kill()
         client.wait(10)
     alive = raw_request(server[0], image, audio, ["dog"], {"stream": "doomed"})
-    assert alive.as_numpy("stream_frame")[0] >= 3  # the dead client's stream was still there
+    assert alive.as_numpy("stream_frame")[0, 0] >= 3  # the dead client's stream was still there
     time.sleep(IDLE_TIMEOUT + 0.5)
     fresh = raw_request(server[0], image, audio, ["dog"], {"stream": "doomed"})
-    assert fresh.as_numpy("stream_frame")[0] == 0  # dropped after the idle timeout: a new stream
+    assert fresh.as_numpy("stream_frame")[0, 0] == 0  # dropped after the idle timeout: a new stream
     once = raw_request(server[1], image, audio, ["dog"])  # no stream id: a one-frame stream
-    assert once.as_numpy("stream_frame")[0] == 0
+    assert once.as_numpy("stream_frame")[0, 0] == 0
 
 
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, frames, local):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ import tritonclient.http as tritonclient_http
 
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
 from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
+from avss_sdk.serve import free_port
 from avss_sdk.export.triton_repository import ENSEMBLE_NAME, write_triton_repository
-
-SERVE_PYTHON = Path(os.environ.get("AVSS_SERVE_PYTHON", Path.home() / ".cache/avss_sdk/serve-env/bin/python"))
 
 STAND_IN = '''
 import json
@@ -67,20 +65,11 @@ class TritonPythonModel:
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
+def triton(serve_python, tmp_path_factory):
     """A function that runs tritonserver on a repository and waits for it: (client, repository index, log)."""
-    if not SERVE_PYTHON.is_file():
-        pytest.skip(f"no serving environment at {SERVE_PYTHON} (PyTriton with numpy < 2): create it as .ci/run does, "
-                    f"or set AVSS_SERVE_PYTHON")
     facts = subprocess.run(
-        [str(SERVE_PYTHON), "-c", "import os, sysconfig, pytriton; "
+        [str(serve_python), "-c", "import os, sysconfig, pytriton; "
          "print(os.path.dirname(pytriton.__file__)); print(sysconfig.get_config_var('LIBDIR'))"],
         capture_output=True, text=True, check=True).stdout.split("\n")
     package, libdir = Path(facts[0]), facts[1]
@@ -93,7 +82,7 @@ def triton(tmp_path_factory):
     (backends / "python" / "triton_python_backend_stub").symlink_to(
         server_dir / "python_backend_stubs" / "3.11" / "triton_python_backend_stub")
     env = dict(os.environ, LD_LIBRARY_PATH=f"{libdir}:{package.parent / 'nvidia_pytriton.libs'}",
-               PATH=f"{SERVE_PYTHON.parent}:{os.environ['PATH']}")  # the stub's Python: the serving environment's
+               PATH=f"{serve_python.parent}:{os.environ['PATH']}")  # the stub's Python: the serving environment's
     running = []
 
     def start(repo: Path, expect_ready: set[str]):

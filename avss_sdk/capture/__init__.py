@@ -26,10 +26,10 @@ torch-free; sounddevice (PortAudio) and PyAV are imported when a source that nee
 
 from avss_sdk.capture.base import AudioSource, CameraError, CaptureError, Frame, MicrophoneError, VideoSource
 from avss_sdk.capture.camera import CameraSource, available_cameras, check_camera
-from avss_sdk.capture.file import FileSource
+from avss_sdk.capture.file import FileSource, read_frames
 from avss_sdk.capture.microphone import MicrophoneSource
 from avss_sdk.capture.ring import DRIFT_GAIN, GAP_TOLERANCE_SECONDS, AudioRing
 
 __all__ = ["AudioRing", "AudioSource", "CameraError", "CameraSource", "CaptureError", "DRIFT_GAIN", "FileSource",
            "Frame", "GAP_TOLERANCE_SECONDS", "MicrophoneError", "MicrophoneSource", "VideoSource",
-           "available_cameras", "check_camera"]
+           "available_cameras", "check_camera", "read_frames"]

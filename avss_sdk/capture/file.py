@@ -176,3 +176,13 @@ class FileSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_frames(path: str | Path, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A media file's first ``limit`` frames (all: None), each with the audio window that ends at it:
+    [(RGB uint8 [H, W, 3], 16 kHz mono float32)], what ``Segmenter.segment`` takes, in memory."""
+    pairs = []
+    with FileSource(path) as source:
+        while (limit is None or len(pairs) < limit) and (frame := source.read()) is not None:
+            pairs.append((frame.image, source.window(frame.timestamp)))
+    return pairs
