@@ -142,8 +142,11 @@ class RemoteSegmenter:
         self._infer(_PROBE_FRAME, _PROBE_AUDIO, words, self._scene, None)
         return words
 
-    def prepare_scene(self, text: str | None) -> str:
-        """Check a scene description; "" stands for none (so ``use(scene=...)`` can switch it off)."""
+    def prepare_scene(self, text: str | None, cancel: threading.Event | None = None) -> str:
+        """Check a scene description; "" stands for none (so ``use(scene=...)`` can switch it off).
+
+        ``cancel`` is accepted as :meth:`Segmenter.prepare_scene` takes it (nothing here to cut short).
+        """
         if text is not None and not isinstance(text, str):
             raise VocabularyError(f"scene must be a string or None, got {type(text).__name__}")
         return " ".join(text.split()) if text else ""

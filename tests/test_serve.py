@@ -127,6 +127,7 @@ def test_stream_with_server_argument_matches_the_in_process_stream(server, frame
             assert_same(next(there), next(here))
         there.set_vocab(OTHER_WORDS).result(timeout=60)
         assert next(there).vocab == OTHER_WORDS
+        assert there.set_scene("  a  street ").result(timeout=60) == "a street"
 
 
 def test_concurrent_streams_with_different_vocabularies_do_not_mix(server, frames, local):
