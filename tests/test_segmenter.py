@@ -254,20 +254,22 @@ def test_io_binding_path_hands_ortvalues_on_and_gives_the_same_labels(clips, cac
 
 
 def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
-    """evaluate_runtime (Segmenter, ONNX Runtime) close to evaluate (torch) on the same 30 clips.
+    """evaluate_runtime (Segmenter, ONNX Runtime) within 3 points of evaluate (torch) on the same 30 clips.
 
-    The two decide labels at different sizes (frame size resized down vs model size), which moves a
-    30-clip mIoU by up to ~2 points; on 500 clips they agree within 0.2 (README, benchmarks/results).
+    The clips are rendered at the model's input size, so both decide labels on the same pixel grid
+    (at 224 px the two decide at different sizes and novel moved by 8.7 points on 30 clips). At the
+    same size the stage-3 default differs by 2.1 base, 0.0 novel on these 180 frames; the cause of
+    that remainder is not pinned down. 500 clips of the stage-2 model agreed within 0.2 (README).
     """
     from avss_sdk.modeling.checkpoint import load_model
     from avss_sdk.training.data import prepare_frames
     from avss_sdk.training.evaluate import evaluate, evaluate_runtime
 
-    rows = [generate_clip(tmp_path, "test", 3, i, frames=6, size=224) for i in range(30)]
-    write_dataset_files(tmp_path, "test", 3, rows)
-    dataset = AVSSDataset(tmp_path, "test", classes="all")
     model, payload = load_model("default")
     size = model.config.image_size
+    rows = [generate_clip(tmp_path, "test", 3, i, frames=6, size=size) for i in range(30)]
+    write_dataset_files(tmp_path, "test", 3, rows)
+    dataset = AVSSDataset(tmp_path, "test", classes="all")
     data = prepare_frames(dataset, size, tmp_path / "arrays", progress=False)
     reference = evaluate(model, data, dataset.base_ids, dataset.novel_ids, False, 8, progress=False,
                          threshold=payload["foreground_threshold"]).scores
@@ -275,7 +277,7 @@ def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
         runtime = evaluate_runtime(segmenter, dataset, size, progress=False)
     assert runtime.frames == reference.frames > 0
     for name in ("base_miou", "novel_miou", "harmonic_miou"):
-        assert abs(getattr(runtime, name) - getattr(reference, name)) <= 5.0, name
+        assert abs(getattr(runtime, name) - getattr(reference, name)) <= 3.0, (name, runtime, reference)
     assert reference.harmonic_miou > 0  # the comparison is not between two empty results
 
 
