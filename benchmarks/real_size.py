@@ -1,6 +1,6 @@
 """What a user's real-size model costs on this CPU: ViT-B/32 image and text towers, 224 x 224, random weights.
 
-    python benchmarks/real_size.py --work /tmp/real_size --out benchmarks/results/real-size-cpu.md
+    python -m benchmarks.real_size --work /tmp/real_size --out benchmarks/results/real-size-cpu.md
 
 The same SSP-OV architecture as the default, configured like ``train/configs/clip_vit_b32.yaml``
 (open_clip's ViT-B-32 as image backbone and as text tower, a 63 M-parameter text encoder;
@@ -26,8 +26,8 @@ from avss_sdk.fileio import write_atomic
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import Segmenter
 # benchmarks/speedup.py and stream.py: a script's own folder is first on sys.path
-from speedup import QUIET, STAGES, gemm_peak, speed_table, stage_gflops
-from stream import VOCAB, machine, stream_file
+from benchmarks.speedup import QUIET, STAGES, gemm_peak, speed_table, stage_gflops
+from benchmarks.stream import VOCAB, machine, stream_file
 
 CONFIG = {"image_size": 224, "backbone": "open_clip", "text_model": "ViT-B-32", "pretrained_backbone": False,
           "hidden_dim": 128}

@@ -1,6 +1,6 @@
 """Stream(file) frames/s of the sped-up path against today's FP32 path, INT8 quality, and the CPU's roofline.
 
-    python benchmarks/speedup.py --eval-data data/perf_eval --out benchmarks/results/speedup-cpu.md
+    python -m benchmarks.speedup --eval-data data/unseen8101 --out benchmarks/results/speedup-cpu.md
 
 In one process, on the same camera-size (640x480) H.264 + AAC SynthAVS clip:
 
@@ -38,7 +38,7 @@ from avss_sdk.fileio import write_atomic
 from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.runtime.manifest import Manifest
 from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
-from stream import VOCAB, machine, stream_file  # benchmarks/stream.py: a script's own folder is first on sys.path
+from benchmarks.stream import VOCAB, machine, stream_file
 
 STAGES = ("preprocess", "flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "postprocess")
 MODEL_STAGES = ("flow", "image_encoder", "audio_encoder", "vta", "mask_decoder")

@@ -1,6 +1,6 @@
 """End-to-end frames per second and per-stage latency of every backend present, on the same frames.
 
-    python benchmarks/stream.py --out benchmarks/results/stream-cpu.md
+    python -m benchmarks.stream --out benchmarks/results/stream-cpu.md
 
 Frames are a SynthAVS clip with sound scaled to camera size (640x480), segmented one by one
 with the audio window that ends at each frame, as a live stream does: preprocessing, every
