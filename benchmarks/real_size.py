@@ -26,7 +26,7 @@ from avss_sdk.fileio import write_atomic
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import Segmenter
 # benchmarks/speedup.py and stream.py: a script's own folder is first on sys.path
-from benchmarks.speedup import QUIET, STAGES, gemm_peak, speed_table, stage_gflops
+from benchmarks.speedup import QUIET, STAGES, gemm_peak, speed_table, stage_cells, stage_gflops
 from benchmarks.stream import VOCAB, machine, stream_file
 
 CONFIG = {"image_size": 224, "backbone": "open_clip", "text_model": "ViT-B-32", "pretrained_backbone": False,
@@ -109,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               "| variant | frames/s | vs today | latency ms | " + " | ".join(STAGES) + " |",
               "|---|---:|---:|---:|" + "---:|" * len(STAGES)]
     for name, row in rows.items():
-        cells = []
-        for stage in STAGES:
-            ms = row["stages"][stage]
-            share = f" ({100 * gflops[stage] / (ms / 1000) / peaks['fp32']:.0f} %)" if stage in gflops and ms else ""
-            cells.append(f"{ms:.1f}{share}")
+        cells = stage_cells(row, gflops, peaks)
         lines.append(f"| {name} | {row['fps']:.2f} | {row['fps'] / base:.2f}x | {row['latency']:.0f} | "
                      + " | ".join(cells) + " |")
     lines += ["", f"Vocabulary switch to {args.switch_words} new words ({prompts} prompts through the "

@@ -196,6 +196,19 @@ def quality(engines: str | None, data: Path, clips: int, variants: list[str], th
     return out
 
 
+def stage_cells(row: dict, gflops: dict[str, float], peaks: dict[str, float]) -> list[str]:
+    """Each stage's median ms with its share of the CPU's measured GEMM peak (INT8 stages against the INT8 peak)."""
+    cells = []
+    for stage in STAGES:
+        ms = row["stages"][stage]
+        if stage in gflops and ms > 0:
+            peak = peaks["int8" if stage in row.get("int8", ()) else "fp32"]
+            cells.append(f"{ms:.1f} ({100 * gflops[stage] / (ms / 1000) / peak:.0f} %)")
+        else:
+            cells.append(f"{ms:.1f}")
+    return cells
+
+
 def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | None,
                 variants: dict[str, tuple[str, bool]]) -> tuple[dict, dict]:
     """Interleaved rounds of every variant on ``clip`` and the demo clip: fps, latency, stages, agreement."""
@@ -250,14 +263,7 @@ def format_tables(rows: dict, peaks: dict[str, float], gflops: dict[str, float],
              "SynthAVS clip | same, demo clip | " + " | ".join(STAGES) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(STAGES)]
     for name, row in rows.items():
-        cells = []
-        for stage in STAGES:
-            ms = row["stages"][stage]
-            if stage in gflops and ms > 0:
-                peak = peaks["int8" if stage in row["int8"] else "fp32"]
-                cells.append(f"{ms:.1f} ({100 * gflops[stage] / (ms / 1000) / peak:.0f} %)")
-            else:
-                cells.append(f"{ms:.1f}")
+        cells = stage_cells(row, gflops, peaks)
         demo = row["agree_demo"]
         lines.append(f"| {name} | {row['fps']:.1f} | {row['fps'] / base:.2f}x | {row['latency']:.0f} | "
                      f"{100 * row['agree'][0]:.2f} / {100 * row['agree'][1]:.1f} % | "
