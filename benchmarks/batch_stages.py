@@ -1,6 +1,6 @@
 """Does a batch pay on this backend? Each frame stage run once on B frames against B runs on one frame.
 
-    python benchmarks/batch_stages.py --out benchmarks/results/batch-stages-cpu.md
+    python -m benchmarks.batch_stages --out benchmarks/results/batch-stages-cpu.md
 
 What ``avss-serve`` batches across streams (flow, image encoder, audio encoder; VTA and mask
 decoder per vocabulary) on the shipped model with the default backend, on random inputs of
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avss_sdk.segmenter import Segmenter
+from benchmarks.stream import machine
 
 
 def main() -> int:
@@ -65,8 +65,7 @@ def main() -> int:
         backend = segmenter.backend_name
     load_after = os.getloadavg()[0]
     lines = [f"# One batched run against single runs per stage ({backend})", "",
-             f"Machine: {platform.processor() or platform.machine()}, AMD EPYC, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}; {args.rounds} interleaved rounds, medians; 1-minute load average "
+             f"Machine: {machine()}; {args.rounds} interleaved rounds, medians; 1-minute load average "
              f"{load_before:.1f} before and {load_after:.1f} after. {args.note}".rstrip(), "",
              "| batch | stage | B single runs ms | one batched run ms | batched / single |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {b} | {name} | {one:.1f} | {many:.1f} | {many / one:.2f} |" for b, name, one, many in rows_out]

@@ -1,7 +1,7 @@
 """avss-serve throughput and latency with 1, 2, 4 and 8 concurrent client streams, against in-process.
 
-    python benchmarks/serve.py --out benchmarks/results/serve-cpu.md
-    python benchmarks/serve.py --max-batch 1 8 --clients 1 4 --frames 20   # does batching pay here?
+    python -m benchmarks.serve --out benchmarks/results/serve-cpu.md
+    python -m benchmarks.serve --max-batch 1 8 --clients 1 4 --frames 20   # does batching pay here?
 
 Starts a real ``avss-serve`` (PyTriton, the serving environment's interpreter: see the
 README's "Serving") on loopback for each ``--max-batch`` and ``--instances`` asked for, then
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import fractions
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,10 +34,10 @@ from avss_sdk.remote import run_streams
 from avss_sdk.segmenter import Segmenter
 from avss_sdk.serve import ServeError, ServerProcess
 from avss_sdk.stream import Stream
+from benchmarks.stream import VOCAB, machine
 
 _ROOT = Path(__file__).resolve().parents[1]
 
-VOCAB = ["dog", "guitar", "person speaking", "alarm clock", "violin", "cat", "car engine", "piano"]
 CLIENTS = (1, 2, 4, 8)
 
 
@@ -128,12 +127,8 @@ def main() -> int:
                 except ServeError as error:
                     raise SystemExit(f"avss-serve {' '.join(options)}: {error}") from None
         load_after = os.getloadavg()[0]
-    import onnxruntime
-
     lines = [f"# avss-serve benchmark: {len(pairs)} frames at 640x480 per stream, vocabulary of {len(VOCAB)}", "",
-             f"Machine: {platform.processor() or platform.machine()}, AMD EPYC, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, ONNX Runtime CPU backend, "
-             f"flow=model; 1-minute load average {load_before:.1f} before and {load_after:.1f} after. {args.note}".rstrip(),
+             f"Machine: {machine()}, ONNX Runtime CPU backend, flow=model; 1-minute load average {load_before:.1f} before and {load_after:.1f} after. {args.note}".rstrip(),
              "", "| what | frames/s (all streams) | p50 latency ms | p99 latency ms | mean frames per batch |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {r['fps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
