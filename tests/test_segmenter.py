@@ -253,17 +253,20 @@ def test_io_binding_path_hands_ortvalues_on_and_gives_the_same_labels(clips, cac
     np.testing.assert_array_equal(_run(plain, clips[1]), _run(bound, clips[1]))
 
 
-def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
-    """evaluate_runtime (Segmenter, ONNX Runtime) within 3 points of evaluate (torch) on the same 30 clips.
+def test_runtime_labels_what_evaluation_labels(cache, tmp_path):
+    """The torch-free runtime (Segmenter on ONNX Runtime, learned flow) gives the labels evaluation
+    gives on 30 clips rendered at the model's input size (so both decide on one pixel grid).
 
-    The clips are rendered at the model's input size, so both decide labels on the same pixel grid
-    (at 224 px the two decide at different sizes and novel moved by 8.7 points on 30 clips). At the
-    same size the stage-3 default differs by 2.1 base, 0.0 novel on these 180 frames; the cause of
-    that remainder is not pinned down. 500 clips of the stage-2 model agreed within 0.2 (README).
+    Whole-set mIoU is not the yardstick on so few frames: a class absent from the truth that
+    either side predicts on a single pixel scores 0 instead of not counting, and moves the mean
+    by points (the stage-3 default: 2 threshold-borderline pixels of one absent class moved
+    base mIoU by 2.1 while all but 14 of 6.6 M pixels agreed). 500 clips are compared in the README.
     """
+    from avss_sdk.metrics import OVMeter
     from avss_sdk.modeling.checkpoint import load_model
+    from avss_sdk.postprocess import label_map
     from avss_sdk.training.data import prepare_frames
-    from avss_sdk.training.evaluate import evaluate, evaluate_runtime
+    from avss_sdk.training.evaluate import predictions, runtime_labels
 
     model, payload = load_model("default")
     size = model.config.image_size
@@ -271,14 +274,29 @@ def test_runtime_scores_what_evaluation_scores(cache, tmp_path):
     write_dataset_files(tmp_path, "test", 3, rows)
     dataset = AVSSDataset(tmp_path, "test", classes="all")
     data = prepare_frames(dataset, size, tmp_path / "arrays", progress=False)
-    reference = evaluate(model, data, dataset.base_ids, dataset.novel_ids, False, 8, progress=False,
-                         threshold=payload["foreground_threshold"]).scores
+    reference = [((clip, t), labels, truth)
+                 for pairs, logits, targets in predictions(model, data, False, 8, False, "")
+                 for (clip, t), labels, truth in zip(pairs, label_map(logits, payload["foreground_threshold"]), targets)]
     with Segmenter(backend="onnxruntime", cache_dir=cache, log=lambda m: None) as segmenter:
-        runtime = evaluate_runtime(segmenter, dataset, size, progress=False)
-    assert runtime.frames == reference.frames > 0
-    for name in ("base_miou", "novel_miou", "harmonic_miou"):
-        assert abs(getattr(runtime, name) - getattr(reference, name)) <= 3.0, (name, runtime, reference)
-    assert reference.harmonic_miou > 0  # the comparison is not between two empty results
+        runtime = [((clip, t), labels, truth) for clip, t, labels, truth in runtime_labels(segmenter, dataset, size,
+                                                                                          progress=False)]
+    assert [r[0] for r in runtime] == [tuple(r[0]) for r in reference] and len(runtime) == 180
+    meters = [OVMeter(len(dataset.class_names), dataset.base_ids, dataset.novel_ids) for _ in range(2)]
+    differing = 0
+    for (_, want, truth), (_, have, runtime_truth) in zip(reference, runtime, strict=True):
+        assert np.array_equal(truth, runtime_truth)
+        differing += int((want != have).sum())
+        meters[0].update(want, truth)
+        meters[1].update(have, truth)
+    assert differing <= 1e-4 * 180 * size * size, differing  # all but a few threshold-borderline pixels
+    (torch_iou, runtime_iou), truth_pixels = (m.compute().per_class_iou for m in meters), meters[0].confusion.sum(1)
+    assert np.nanmax(torch_iou) > 0.3  # the comparison is not between two empty results
+    for k in range(1, len(dataset.class_names)):
+        if truth_pixels[k] > 0:  # a class in the truth: its IoU agrees within 1 point
+            assert abs(torch_iou[k] - runtime_iou[k]) <= 0.01, (dataset.class_names[k], torch_iou[k], runtime_iou[k])
+        else:  # absent from the truth: predicted on as many pixels (give or take the few that differ)
+            predicted = [m.confusion[:, k].sum() for m in meters]
+            assert abs(predicted[0] - predicted[1]) <= 20, (dataset.class_names[k], predicted)
 
 
 def test_auto_names_a_skipped_tensorrt_only_where_a_gpu_could_run_it_or_when_asked():

@@ -143,16 +143,15 @@ def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: li
                             _scores(moving, counts["moving"]), _scores(still, counts["still"]), per_class)
 
 
-def evaluate_runtime(segmenter: "Segmenter", dataset: AVSSDataset, size: int, progress: bool = True) -> SplitScores:
-    """Base / novel / harmonic mIoU of the torch-free runtime (``Segmenter``) on ``dataset``.
+def runtime_labels(segmenter: "Segmenter", dataset: AVSSDataset, size: int, progress: bool = True
+                   ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(clip, frame, labels, truth) of every annotated frame as the torch-free runtime labels it.
 
     The segmenter streams each clip frame by frame with the dataset's whole vocabulary;
     its frame-size labels and the truth are resized to ``size`` (the model input) exactly
-    as :func:`evaluate`'s targets are, so the two figures differ only by the runtime.
+    as :func:`evaluate`'s targets are, so they differ from :func:`predictions` only by the runtime.
     """
     segmenter.set_vocab(dataset.class_names[1:])  # label k + 1 is then the dataset's class id k + 1
-    meter = OVMeter(len(dataset.class_names), dataset.base_ids, dataset.novel_ids)
-    frames = 0
     for i in tqdm(range(len(dataset)), desc="evaluating the runtime", unit="clip", disable=not progress):
         clip = dataset[i]
         segmenter.reset()
@@ -160,7 +159,15 @@ def evaluate_runtime(segmenter: "Segmenter", dataset: AVSSDataset, size: int, pr
             result = segmenter.segment(clip.frames[t], clip.audio_window(t, LOG_MEL_SECONDS),
                                        float(clip.frame_times[t]), t)
             if clip.label_valid[t]:
-                meter.update(resize_frame_labels(result.labels.astype(np.uint8), size),
-                             resize_frame_labels(clip.labels[t], size))
-                frames += 1
+                yield (i, t, resize_frame_labels(result.labels.astype(np.uint8), size),
+                       resize_frame_labels(clip.labels[t], size))
+
+
+def evaluate_runtime(segmenter: "Segmenter", dataset: AVSSDataset, size: int, progress: bool = True) -> SplitScores:
+    """Base / novel / harmonic mIoU of the torch-free runtime (``Segmenter``) on ``dataset``."""
+    meter = OVMeter(len(dataset.class_names), dataset.base_ids, dataset.novel_ids)
+    frames = 0
+    for _, _, labels, truth in runtime_labels(segmenter, dataset, size, progress):
+        meter.update(labels, truth)
+        frames += 1
     return _scores(meter, frames)
