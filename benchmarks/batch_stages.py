@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avss_sdk.segmenter import Segmenter
-from benchmarks.stream import machine
+from benchmarks.report import machine, publish
 
 
 def main() -> int:
@@ -69,10 +69,7 @@ def main() -> int:
              f"{load_before:.1f} before and {load_after:.1f} after. {args.note}".rstrip(), "",
              "| batch | stage | B single runs ms | one batched run ms | batched / single |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {b} | {name} | {one:.1f} | {many:.1f} | {many / one:.2f} |" for b, name, one, many in rows_out]
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        args.out.write_text(table + "\n", encoding="utf-8")
+    publish("\n".join(lines), args.out)
     return 0
 
 

@@ -18,6 +18,7 @@ import datetime
 import sys
 from pathlib import Path
 
+from benchmarks.report import publish
 from kernels import build, launcher
 
 # name substring (lower case) -> (FP32 TFLOP/s without tensor cores, DRAM GB/s); public specs.
@@ -142,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
               "need a CUDA build of torch. Nothing timed.")
         return 0
     report = run(args.dtype, args.warmup, args.iters)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
     return 0
 
 

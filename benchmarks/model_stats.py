@@ -1,6 +1,6 @@
 """Size, parameters and GFLOPs per frame of an SSP-OV checkpoint, per stage.
 
-``python benchmarks/model_stats.py --checkpoint default --out benchmarks/results/model_stats.md``
+``python -m benchmarks.model_stats --checkpoint default --out benchmarks/results/model_stats.md``
 
 FLOPs are counted by ``torch.utils.flop_counter`` (2 per multiply-add) for one frame at
 the model's input size with a vocabulary of ``--vocab`` words; the text encoder runs
@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from avss_sdk.modeling.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from avss_sdk.preprocess import MEL_BANDS, MEL_FRAMES
+from benchmarks.report import publish
 
 
 def _gflops(fn) -> float:
@@ -79,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| **per frame** (all but the text encoder) | {frame_params / 1e6:.2f} M | **{frame_flops:.3f}** |",
         "",
     ])
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+    publish(text, args.out)
     return 0
 
 

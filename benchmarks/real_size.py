@@ -22,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from avss_sdk.fileio import write_atomic
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import Segmenter
 # benchmarks/speedup.py and stream.py: a script's own folder is first on sys.path
 from benchmarks.speedup import QUIET, STAGES, gemm_peak, speed_table, stage_cells, stage_gflops
-from benchmarks.stream import VOCAB, machine, stream_file
+from benchmarks.report import machine, publish
+from benchmarks.stream import VOCAB, stream_file
 
 CONFIG = {"image_size": 224, "backbone": "open_clip", "text_model": "ViT-B-32", "pretrained_backbone": False,
           "hidden_dim": 128}
@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Vocabulary switch to {args.switch_words} new words ({prompts} prompts through the "
               f"{params['text_encoder']:.0f} M-parameter text encoder): cold **{switch['cold']:.0f} ms** "
               f"({switch['cold'] / prompts:.1f} ms a prompt), from the memory cache {switch['memory']:.1f} ms."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        write_atomic(args.out, text.encode("utf-8"))
+    publish("\n".join(lines), args.out)
     return 0
 
 

@@ -34,7 +34,8 @@ from avss_sdk.remote import run_streams
 from avss_sdk.segmenter import Segmenter
 from avss_sdk.serve import ServeError, ServerProcess
 from avss_sdk.stream import Stream
-from benchmarks.stream import VOCAB, machine
+from benchmarks.report import machine, publish
+from benchmarks.stream import VOCAB
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,10 +136,7 @@ def main() -> int:
               f"{'' if np.isnan(r['batch']) else format(r['batch'], '.1f')} |" for name, r in rows]
     lines += ["", "Latency: per request, client send to labels decoded (the Stream row: time between results, "
               "decoding and audio pairing included). Server and clients share the machine's cores."]
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        args.out.write_text(table + "\n", encoding="utf-8")
+    publish("\n".join(lines), args.out)
     return 0
 
 

@@ -34,11 +34,11 @@ from typing import Callable
 
 import numpy as np
 
-from avss_sdk.fileio import write_atomic
 from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.runtime.manifest import Manifest
 from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
-from benchmarks.stream import VOCAB, machine, stream_file
+from benchmarks.report import machine, publish
+from benchmarks.stream import VOCAB, stream_file
 
 STAGES = ("preprocess", "flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "postprocess")
 MODEL_STAGES = ("flow", "image_encoder", "audio_encoder", "vta", "mask_decoder")
@@ -325,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = quality(args.engines, args.eval_data, args.eval_clips, chosen, args.threads)
         quality_rows = {names[v]: q for v, q in measured.items()}
     text = format_tables(rows, peaks, gflops, quality_rows, args, args.title)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out, text.encode("utf-8"))
+    publish(text, args.out)
     return 0
 
 

@@ -13,8 +13,6 @@ like with like on a noisy machine. A second table times a 100-word vocabulary sw
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -31,6 +29,7 @@ from avss_sdk.data.synthavs.writer import write_dataset_files
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.runtime.backends import BACKENDS, BackendError
 from avss_sdk.segmenter import Segmenter
+from benchmarks.report import machine, publish
 
 STAGES = ("preprocess", "flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "postprocess")
 VOCAB = ["dog", "guitar", "person speaking", "alarm clock", "violin", "cat", "car engine", "piano"]
@@ -110,20 +109,6 @@ def vocabulary_switch(engines: str | None, backend: str, words: list[str], threa
     return {"cold": cold * 1000, "disk": disk * 1000, "memory": memory * 1000}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Frames per second and per-stage latency of every backend present.")
     parser.add_argument("--engines", default=None, help="engine directory (default: the shipped default model)")
@@ -178,12 +163,8 @@ def main(argv: list[str] | None = None) -> int:
               f"## Switching to a {len(words)}-word vocabulary (ONNX Runtime)", "",
               "| cold (text encoder) | disk cache (new process) | memory cache |", "|---:|---:|---:|",
               f"| {switch['cold']:.0f} ms | {switch['disk']:.1f} ms | {switch['memory']:.1f} ms |"]
-    text = "\n".join(lines) + "\n"
-    print(text)
     shutil.rmtree(media, ignore_errors=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    publish("\n".join(lines), args.out)
     return 0
 
 

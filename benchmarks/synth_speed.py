@@ -1,6 +1,6 @@
 """Time SynthAVS-OV generation (clips/s) with 1 and 2 worker processes; print a table.
 
-    python benchmarks/synth_speed.py [--clips 40] [--size 224] [--frames 10]
+    python -m benchmarks.synth_speed [--clips 40] [--size 224] [--frames 10] [--out benchmarks/results/synth_speed.md]
 
 Each run writes a fresh val split into a temporary folder through the same calls as
 train/make_synth.py (clip generation, then the dataset files), so it includes encoding
@@ -12,23 +12,12 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 from avss_sdk.data.synthavs.writer import generate_clip, write_dataset_files
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from benchmarks.report import machine, publish
 
 
 def time_run(workers: int, clips: int, size: int, frames: int) -> float:
@@ -50,17 +39,15 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=40)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args()
-    print(f"SynthAVS-OV generation speed: {args.clips} clips of {args.frames} frames at "
-          f"{args.size}x{args.size}, 5 fps (val split)\n")
-    print(f"machine: {multiprocessing.cpu_count()}-core CPU container, {cpu_model()}; "
-          f"Python {platform.python_version()}\n")
-    print("| workers | seconds | clips/s | frames/s |")
-    print("|---:|---:|---:|---:|")
+    lines = [f"SynthAVS-OV generation speed: {args.clips} clips of {args.frames} frames at "
+             f"{args.size}x{args.size}, 5 fps (val split)", "", f"Machine: {machine()}", "",
+             "| workers | seconds | clips/s | frames/s |", "|---:|---:|---:|---:|"]
     for workers in (1, 2):
         sec = time_run(workers, args.clips, args.size, args.frames)
-        print(f"| {workers} | {sec:.2f} | {args.clips / sec:.1f} | {args.clips * args.frames / sec:.0f} |")
-
+        lines.append(f"| {workers} | {sec:.2f} | {args.clips / sec:.1f} | {args.clips * args.frames / sec:.0f} |")
+    publish("\n".join(lines), args.out)
 
 if __name__ == "__main__":
     main()
