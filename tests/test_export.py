@@ -22,7 +22,7 @@ import torch
 
 from avss_sdk.modeling.attention import ONNX_DOMAIN, ONNX_OP
 from avss_sdk.modeling.open_clip_import import import_open_clip
-from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT
+from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 from avss_sdk.runtime.manifest import STAGE_NAMES, Manifest, ManifestError, file_hash
 from avss_sdk.segmenter import DEFAULT_ENGINES
 from avss_sdk.tokenizer import ClipTokenizer
@@ -102,7 +102,8 @@ def test_manifest_describes_dynamic_axes_and_preprocessing(exported):
     assert manifest.stages["mask_decoder"].outputs[0].shape == ("batch", "vocab + 1", 24, 24)
     assert manifest.stages["text_encoder"].inputs[0].dtype == "int64"
     assert manifest.preprocess.image_size == 192 and manifest.preprocess.log_mel_samples == 15600
-    assert manifest.postprocess.foreground_threshold == pytest.approx(0.3)
+    # the threshold ship.py calibrated, carried from the checkpoint into the manifest
+    assert manifest.postprocess.foreground_threshold == read_checkpoint(DEFAULT_CHECKPOINT)["foreground_threshold"]
     assert len(manifest.text.no_scene_embedding) == manifest.text.embed_dim
 
 
