@@ -22,9 +22,8 @@ import tempfile
 from pathlib import Path
 
 from avss_sdk.runtime.manifest import Manifest, ManifestError
-# benchmarks/speedup.py and stream.py: a script's own folder is first on sys.path
-from benchmarks.speedup import STAGES, gemm_peak, speed_table, stage_cells, stage_gflops
 from benchmarks.report import machine, publish
+from benchmarks.speedup import STAGES, gemm_peak, speed_table, stage_cells, stage_gflops
 from benchmarks.stream import VOCAB, stream_file, vocabulary_switch
 
 CONFIG = {"image_size": 224, "backbone": "open_clip", "text_model": "ViT-B-32", "pretrained_backbone": False,

@@ -278,12 +278,11 @@ def test_runtime_labels_what_evaluation_labels(cache, tmp_path):
                  for pairs, logits, targets in predictions(model, data, False, 8, False, "")
                  for (clip, t), labels, truth in zip(pairs, label_map(logits, payload["foreground_threshold"]), targets)]
     with Segmenter(backend="onnxruntime", cache_dir=cache, log=lambda m: None) as segmenter:
-        runtime = [((clip, t), labels, truth) for clip, t, labels, truth in runtime_labels(segmenter, dataset, size,
-                                                                                          progress=False)]
-    assert [r[0] for r in runtime] == [tuple(r[0]) for r in reference] and len(runtime) == 180
+        runtime = list(runtime_labels(segmenter, dataset, size, progress=False))
+    assert [(clip, t) for clip, t, _, _ in runtime] == [tuple(pair) for pair, _, _ in reference] and len(runtime) == 180
     meters = [OVMeter(len(dataset.class_names), dataset.base_ids, dataset.novel_ids) for _ in range(2)]
     differing = 0
-    for (_, want, truth), (_, have, runtime_truth) in zip(reference, runtime, strict=True):
+    for (_, want, truth), (_, _, have, runtime_truth) in zip(reference, runtime, strict=True):
         assert np.array_equal(truth, runtime_truth)
         differing += int((want != have).sum())
         meters[0].update(want, truth)
