@@ -39,11 +39,26 @@ from avss_sdk.tokenizer import ClipTokenizer
 from avss_sdk.vocab import (MAX_WORD_CHARS, VocabularyError, category_prompts, clean_scene, clean_vocabulary,
                             scene_prompt)
 
-__all__ = ["MAX_WORD_CHARS", "FrameState", "SceneEmbedding", "Segmenter", "Vocabulary", "VocabularyError", "clean_vocabulary"]
+__all__ = ["MAX_WORD_CHARS", "FrameState", "SceneEmbedding", "Segmenter", "Vocabulary", "VocabularyError", "clean_vocabulary",
+           "dis_flow"]
 
 DEFAULT_ENGINES = Path(__file__).resolve().parent / "models" / "default"
 FLOW_MODES = ("model", "dis")
 TEXT_BATCH = 64  # prompts per text-encoder call: bounded memory for a 1000-word vocabulary
+# flow="dis": the cheapest preset. Finer presets come closer to the true flow at several times the
+# cost, yet stay far from the learned stage on SynthAVS (benchmarks/results/flow-accuracy-cpu.md).
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
+
+
+def dis_flow(dis: "cv2.DISOpticalFlow", previous: np.ndarray, current: np.ndarray, stride: int) -> np.ndarray:
+    """OpenCV DIS flow between two resized RGB frames, as the learned flow stage gives it: [1, 2, H/stride, W/stride].
+
+    Backward flow on the current frame's grid (current(p) = previous(p + flow(p))), in input
+    pixels, averaged down to the decoder's grid.
+    """
+    dense = dis.calc(cv2.cvtColor(current, cv2.COLOR_RGB2GRAY), cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY), None)
+    grid = (current.shape[1] // stride, current.shape[0] // stride)
+    return cv2.resize(dense, grid, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -217,15 +232,9 @@ class Segmenter:
               previous_small: np.ndarray) -> np.ndarray:
         if self.flow_mode == "model":
             return self.backend.run("flow", {"previous": previous, "current": current})["flow"]
-        # OpenCV DIS: backward flow on the current frame's grid (current(p) = previous(p + flow(p))),
-        # the learned stage's convention, averaged down to the decoder's grid.
         if self._dis is None:
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        dense = self._dis.calc(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(previous_small, cv2.COLOR_RGB2GRAY),
-                               None)
-        stride = self.manifest.preprocess.flow_stride
-        grid = (self.frame_size // stride, self.frame_size // stride)
-        return cv2.resize(dense, grid, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
+            self._dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+        return dis_flow(self._dis, previous_small, small, self.manifest.preprocess.flow_stride)
 
     def prepare(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,
                 sample_rate: int = SAMPLE_RATE) -> FrameState:
