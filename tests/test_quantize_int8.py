@@ -18,7 +18,7 @@ from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import DEFAULT_ENGINES
 from avss_sdk.export.quantize_int8 import (QuantizationError, agreement, check_calibration,
-                                           check_explicit_quantization, quantize_file, quantize_model)
+                                           check_explicit_quantization, end_layers, quantize_file, quantize_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,18 +69,24 @@ def test_agreement_counts_all_pixels_and_object_pixels():
     assert result.pixels == pytest.approx(7 / 8) and result.objects == pytest.approx(2 / 3) and result.frames == 2
 
 
-@pytest.mark.timeout(300)
-def test_int8_flow_on_a_copy_of_the_default_export(tmp_path, tiny_synth):
+def fp32_export(tmp_path: Path) -> Path:
+    """A copy of the shipped export with its FP32 files only, whatever INT8 the shipped one holds."""
     export = tmp_path / "export"
     shutil.copytree(DEFAULT_ENGINES, export)
     values = json.loads((export / "manifest.json").read_text())
     values["model"]["checkpoint"] = str((DEFAULT_ENGINES / values["model"]["checkpoint"]).resolve())
-    values.pop("int8", None)  # start from a plain FP32 export, whatever the shipped one holds
+    values.pop("int8", None)
     for stage in values["stages"].values():
         stage["onnx"], stage["sha256"] = {"fp32": stage["onnx"]["fp32"]}, {"fp32": stage["sha256"]["fp32"]}
     (export / "manifest.json").write_text(json.dumps(values))
     for stale in (export / "onnx").glob("*.int8*.onnx"):
         stale.unlink()
+    return export
+
+
+@pytest.mark.timeout(300)
+def test_int8_flow_on_a_copy_of_the_default_export(tmp_path, tiny_synth):
+    export = fp32_export(tmp_path)
     manifest = Manifest.load(export)
     cache = tmp_path / "cache"
     assert manifest.int8_stages == () and OnnxRuntimeBackend(manifest, "auto", cache_dir=cache).int8_stages == ()
@@ -126,3 +132,56 @@ def test_build_engines_int8_options_are_checked():
     assert "--int8 needs --calibration" in run("--int8").stderr
     assert "only used with --int8" in run("--calibration", "data").stderr
     assert run("--int8", "--calibration", "d", "--int8-min-agreement", "2").returncode == 2
+
+
+def chain_model(path: Path) -> Path:
+    """x -> conv a -> relu -> conv b -> relu -> conv c -> y, and conv b -> conv d -> z: a and c, d are end layers."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), f"w{n}") for n in "abcd"]
+    conv = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["ya"], name="a", **conv), helper.make_node("Relu", ["ya"], ["ra"]),
+             helper.make_node("Conv", ["ra", "wb"], ["yb"], name="b", **conv), helper.make_node("Relu", ["yb"], ["rb"]),
+             helper.make_node("Conv", ["rb", "wc"], ["y"], name="c", **conv),
+             helper.make_node("Conv", ["yb", "wd"], ["z"], name="d", **conv)]
+    shape = [1, 4, 8, 8]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "yz"], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_end_layers_are_those_next_to_an_input_or_an_output(tmp_path):
+    assert end_layers(onnx.load(str(chain_model(tmp_path / "chain.onnx")))) == ["a", "c", "d"]
+    assert end_layers(onnx.load(str(conv_model(tmp_path / "conv.onnx")))) == [""]  # one unnamed conv: both ends
+
+
+def test_layers_kept_float_read_their_weights_unquantized(tmp_path):
+    fp32 = chain_model(tmp_path / "chain.onnx")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
+    quantize_file(fp32, tmp_path / "chain.int8.onnx", feeds, for_tensorrt=True, keep_float=("a", "c", "d"))
+    model = onnx.load(str(tmp_path / "chain.int8.onnx"))
+    floats = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
+    weight_of = {n.name: n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    assert all(weight_of[name] in floats for name in "acd")  # the float weights themselves, no DequantizeLinear
+    assert weight_of["b"] not in floats  # b's weight comes dequantized from int8, one scale per channel
+    assert check_explicit_quantization(model) == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_stage_below_the_agreement_is_tried_again_with_its_end_layers_float(tmp_path, tiny_synth):
+    manifest = Manifest.load(fp32_export(tmp_path))
+    lines: list[str] = []
+    # Agreement 1.0: every object pixel of the check clip must keep its label, which INT8 does not do.
+    record = quantize_model(manifest, tiny_synth, "val", clips=1, check_clips=1, min_agreement=1.0,
+                            log=lines.append, stages=("flow",), keep_rejected=True)
+    manifest.save()
+    verdict = record.stages["flow"]
+    assert any("retrying with the end layers in float" in line for line in lines)
+    assert verdict.float_layers == tuple(end_layers(onnx.load(str(manifest.onnx_path("flow", "fp32")))))
+    assert not verdict.use and record.used == ()
+    kept = onnx.load(str(manifest.onnx_path("flow", "int8")))  # the retry's file, kept for benchmarks
+    floats = {t.name for t in kept.graph.initializer if t.data_type == TensorProto.FLOAT}
+    weight_of = {n.name: n.input[1] for n in kept.graph.node if n.op_type == "Conv"}
+    assert all(weight_of[name] in floats for name in verdict.float_layers)
+    assert Manifest.load(manifest.root).int8 == record  # float_layers survive the manifest's round trip

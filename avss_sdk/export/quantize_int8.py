@@ -19,7 +19,10 @@ the same calibration:
 Each stage is then judged on held-out clips: the whole pipeline runs with that stage alone
 in INT8 against the FP32 pipeline, and the share of pixels whose label is unchanged,
 among those either pipeline calls a sounding object, must reach ``min_agreement``. A stage
-below it stays FP32, and the manifest says so (``int8.stages[stage].use``, a typed
+below it is quantized again with its first and last weight layers (:func:`end_layers`: where
+rounding errors enter and where they reach the outputs) kept in float, and judged again;
+the manifest lists those layers (``int8.stages[stage].float_layers``). A stage below the
+agreement both ways stays FP32, and the manifest says so (``int8.stages[stage].use``, a typed
 :class:`avss_sdk.runtime.manifest.Int8Section`) and keeps only the INT8 files of the stages
 that passed (the others are deleted unless ``keep_rejected``: only benchmarks read them). The other
 stages stay FP32 throughout: ``vta`` and ``mask_decoder`` are attention and
@@ -134,8 +137,47 @@ def collect_inputs(manifest: Manifest, data: Path, split: str, clips: int) -> di
     return recorder.inputs
 
 
-def quantize_file(fp32: Path, out: Path, samples: list[dict[str, np.ndarray]], for_tensorrt: bool) -> None:
-    """Static QDQ quantization of ``fp32`` into ``out``, calibrated on ``samples`` (MinMax, per-channel weights)."""
+WEIGHT_LAYERS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def end_layers(model: "onnx.ModelProto") -> list[str]:
+    """Names of the weight layers (:data:`WEIGHT_LAYERS`) next to the graph's inputs or outputs, in graph order.
+
+    A layer is next to an input when a graph input reaches it through no other weight layer,
+    and next to an output when it reaches a graph output so.
+    """
+    consumers: dict[str, list] = {}
+    producer: dict[str, object] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        for name in node.output:
+            producer[name] = node
+
+    def leads_to(names, targets: set[str], forward: bool) -> bool:
+        """Whether ``names`` lead to ``targets`` through no weight layer (forward: to consumers, else producers)."""
+        stack, seen = list(names), set()
+        while stack:
+            name = stack.pop()
+            if name in targets:
+                return True
+            nodes = consumers.get(name, []) if forward else [producer[name]] if name in producer else []
+            for node in nodes:
+                if node.op_type not in WEIGHT_LAYERS and id(node) not in seen:
+                    seen.add(id(node))
+                    stack += node.output if forward else node.input
+        return False
+
+    inputs = {value.name for value in model.graph.input}
+    outputs = {value.name for value in model.graph.output}
+    return [node.name for node in model.graph.node if node.op_type in WEIGHT_LAYERS
+            and (leads_to(node.output, outputs, True) or leads_to(node.input, inputs, False))]
+
+
+def quantize_file(fp32: Path, out: Path, samples: list[dict[str, np.ndarray]], for_tensorrt: bool,
+                  keep_float: tuple[str, ...] = ()) -> None:
+    """Static QDQ quantization of ``fp32`` into ``out``, calibrated on ``samples`` (MinMax, per-channel weights);
+    the nodes named in ``keep_float`` stay float."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -157,6 +199,7 @@ def quantize_file(fp32: Path, out: Path, samples: list[dict[str, np.ndarray]], f
     quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=list(keep_float),
                     extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
                                    # TensorRT dequantizes int8 only: biases stay float in its file
                                    "QuantizeBias": not for_tensorrt,
@@ -277,23 +320,33 @@ def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", cli
     manifest.save()  # the segmenters below load the FP32 export from disk
     log(f"  int8: calibrating on {clips} {split} clips of {data}")
     samples = collect_inputs(manifest, data, split, clips)
-    for stage in stages:
+
+    def write(stage: str, keep_float: tuple[str, ...]) -> None:
         fp32 = manifest.onnx_path(stage, "fp32")
         for key in INT8_FILES:
             out = fp32.with_name(f"{stage}.{key}.onnx")
-            quantize_file(fp32, out, samples[stage], for_tensorrt=key == "int8")
+            quantize_file(fp32, out, samples[stage], for_tensorrt=key == "int8", keep_float=keep_float)
             manifest.stages[stage].onnx[key] = out.relative_to(manifest.root).as_posix()
             manifest.stages[stage].sha256[key] = file_hash(out, length=64)
         weights = check_explicit_quantization(onnx.load(str(manifest.onnx_path(stage, "int8"))))
-        log(f"  {stage:<14} int8 QDQ written ({weights} per-channel weights; TensorRT 10.3 operator check passed)")
+        kept = f", {len(keep_float)} end layers in float" if keep_float else ""
+        log(f"  {stage:<14} int8 QDQ written ({weights} per-channel weights{kept}; TensorRT 10.3 operator check "
+            "passed)")
+
     verdicts: dict[str, Int8Stage] = {}
     reference = None
     for stage in stages:
-        result, reference = label_agreement(manifest, (stage,), data, split, clips, check_clips, reference)
-        use = result.objects >= min_agreement
-        verdicts[stage] = Int8Stage(use, round(result.pixels, 5), round(result.objects, 5))
-        log(f"  {stage:<14} INT8 labels agree with FP32 on {100 * result.pixels:.2f} % of pixels, "
-            f"{100 * result.objects:.1f} % of object pixels: {'INT8' if use else 'stays FP32'}")
+        attempts = [(), tuple(end_layers(onnx.load(str(manifest.onnx_path(stage, "fp32")))))]
+        for keep_float in attempts:
+            write(stage, keep_float)
+            result, reference = label_agreement(manifest, (stage,), data, split, clips, check_clips, reference)
+            use = result.objects >= min_agreement
+            verdicts[stage] = Int8Stage(use, round(result.pixels, 5), round(result.objects, 5), keep_float)
+            log(f"  {stage:<14} INT8{' (end layers float)' if keep_float else ''} labels agree with FP32 on "
+                f"{100 * result.pixels:.2f} % of pixels, {100 * result.objects:.1f} % of object pixels: "
+                f"{'INT8' if use else 'stays FP32' if keep_float else 'retrying with the end layers in float'}")
+            if use:
+                break
         if not use and not keep_rejected:
             _drop_int8_files(manifest, stage)
     manifest.int8 = Int8Section(Int8Calibration(data.name, split, clips, len(samples[stages[0]]), "minmax"),

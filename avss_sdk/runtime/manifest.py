@@ -272,16 +272,22 @@ class Int8Stage:
     """One stage's INT8 verdict: ``use`` its INT8 files or not, and the label agreement with FP32 that decided it.
 
     ``pixels`` is the share of all pixels whose label is unchanged; ``objects`` the share among
-    pixels either pipeline labels as a sounding object.
+    pixels either pipeline labels as a sounding object. ``float_layers``: the weight layers its
+    INT8 files keep in float (the stage's first and last ones, where the whole stage in INT8
+    missed the agreement); empty when every layer is quantized.
     """
 
     use: bool
     pixels: float
     objects: float
+    float_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.use, bool):
             raise ManifestError(f"int8 stage use must be true or false, got {self.use!r}")
+        if not isinstance(self.float_layers, (list, tuple)) or not all(isinstance(n, str) for n in self.float_layers):
+            raise ManifestError(f"int8 stage float_layers must be a list of layer names, got {self.float_layers!r}")
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
         for name in ("pixels", "objects"):
             if not 0.0 <= _number(getattr(self, name), f"int8 stage {name}") <= 1.0:
                 raise ManifestError(f"int8 stage {name} must be a share in [0, 1], got {getattr(self, name)!r}")
@@ -320,7 +326,8 @@ class Int8Section:
         if unknown:
             raise ManifestError(f"int8.calibration has unknown keys {unknown}")
         return cls(Int8Calibration(**calibration), values.get("min_agreement"), values.get("check_clips"),
-                   {name: Int8Stage(entry.get("use"), entry.get("pixels"), entry.get("objects"))
+                   {name: Int8Stage(entry.get("use"), entry.get("pixels"), entry.get("objects"),
+                                    entry.get("float_layers", ()))
                     for name, entry in ((n, _section(stages, n, "int8.stages.")) for n in stages)})
 
 
