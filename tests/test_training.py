@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,12 +202,12 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
 
 def test_evaluate_cli_scores_the_torch_free_runtime(synth, tmp_path):
     report = tmp_path / "runtime.json"
-    result = _run(_cmd("evaluate.py", "--runtime", "onnxruntime", "--flow", "dis", "--data", str(synth),
-                       "--json", str(report), "--quiet"))
+    result = _run(_cmd("evaluate.py", "--runtime", "onnxruntime", "--flow", "dis", "--precision", "fp32",
+                       "--data", str(synth), "--json", str(report), "--quiet"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "runtime onnxruntime, flow dis: 12 frames" in result.stdout
+    assert re.search(r"runtime onnxruntime \S+ \(CPUExecutionProvider, fp32\), flow dis: 12 frames", result.stdout)
     payload = json.loads(report.read_text())
-    assert payload["runtime"] == "onnxruntime" and payload["scores"]["frames"] == 12
+    assert payload["runtime"].endswith("(CPUExecutionProvider, fp32)") and payload["scores"]["frames"] == 12
 
 
 def test_ablate_writes_a_table(synth, tmp_path):

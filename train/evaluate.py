@@ -66,7 +66,8 @@ def evaluate_with_runtime(args: argparse.Namespace) -> int:
 
     try:
         dataset = AVSSDataset(args.data, split=args.split, classes="all", load_flow=False)
-        segmenter = Segmenter(args.engines, backend=args.runtime, flow=args.flow, log=lambda message: None)
+        segmenter = Segmenter(args.engines, backend=args.runtime, flow=args.flow, precision=args.precision,
+                              log=lambda message: None)
     except (FileNotFoundError, ValueError, AvssError) as error:
         raise SystemExit(f"error: {error}") from None
     if len(dataset) == 0:
@@ -74,12 +75,12 @@ def evaluate_with_runtime(args: argparse.Namespace) -> int:
     with segmenter:
         s = evaluate_runtime(segmenter, dataset, segmenter.manifest.preprocess.image_size,
                              progress=not args.quiet)
-        name = f"runtime {segmenter.backend_name}, flow {args.flow}"
+        name = f"runtime {segmenter.backend.description}, flow {args.flow}"
     print(f"{name}: {s.frames} frames\n  base mIoU {s.base_miou:6.2f}   novel mIoU {s.novel_miou:6.2f}   "
           f"harmonic {s.harmonic_miou:6.2f}")
     if args.json:
         write_json(args.json, {"engines": args.engines or "default", "data": str(args.data), "split": args.split,
-                               "runtime": segmenter.backend_name, "flow": args.flow, "scores": asdict(s)})
+                               "runtime": segmenter.backend.description, "flow": args.flow, "scores": asdict(s)})
         print(f"wrote {args.json}")
     return 0
 
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the torch-free runtime with this backend instead of the checkpoint")
     parser.add_argument("--engines", help="with --runtime: the export folder (default: the shipped model)")
     parser.add_argument("--flow", choices=["model", "dis"], default="model", help="with --runtime: the flow source")
+    parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                        help="with --runtime onnxruntime: auto (the default: the INT8 stages the export accepted, "
+                        "on a CPU), fp32 or int8")
     args = parser.parse_args(argv)
     if args.runtime:
         return evaluate_with_runtime(args)
