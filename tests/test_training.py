@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,6 +132,30 @@ def test_cache_prepared_by_worker_processes_equals_the_serial_one(synth, tmp_pat
         assert np.array_equal(np.asarray(getattr(serial, name)), np.asarray(getattr(parallel, name))), name
     assert serial.scenes == parallel.scenes and serial.uids == parallel.uids
     assert len(serial.uids) == len(dataset) and serial.valid.any()
+
+
+def test_cache_preparation_leaves_a_running_preparations_folder_alone(synth, tmp_path):
+    """Two evaluations of one split at once: neither deletes the other's half-written arrays."""
+    from avss_sdk.data.avsbench import AVSSDataset
+    from avss_sdk.training.data import prepare_frames
+
+    dataset = AVSSDataset(synth, split="val", classes="all", load_flow=True)
+    first = prepare_frames(dataset, 32, tmp_path / "cache", progress=False, workers=1)
+    name = Path(first.frames.filename).parent.name
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        try:
+            killed = tmp_path / "cache" / f".tmp-{name}-{ended.pid}"
+            busy = tmp_path / "cache" / f".tmp-{name}-{running.pid}"
+            killed.mkdir()
+            busy.mkdir()
+            shutil.rmtree(tmp_path / "cache" / name)  # prepared again: the stale folders are looked at
+            again = prepare_frames(dataset, 32, tmp_path / "cache", progress=False, workers=1)
+            assert not killed.exists() and busy.exists()
+            assert np.array_equal(np.asarray(again.frames), np.asarray(first.frames))
+        finally:
+            running.kill()
 
 
 def test_evaluate_cli_writes_all_metrics(synth, trained, tmp_path):

@@ -118,8 +118,9 @@ def _write_clips(dataset: AVSSDataset, size: int, tmp: Path, indices: range) -> 
 def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool, workers: int) -> None:
     if len(dataset) == 0:
         raise ValueError(f"{dataset.root}: split {dataset.split!r} has no clips")
-    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed preparation
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed preparation, not a running one
+        if not _process_alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     tmp.mkdir(parents=True)
     first = dataset[0]
@@ -157,8 +158,22 @@ def _write_cache(dataset: AVSSDataset, size: int, folder: Path, progress: bool, 
     np.save(tmp / "moving.npy", moving)
     meta = {"has_flow": has_flow, "scenes": scenes, "uids": uids, "class_names": dataset.class_names}
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    if (folder / "meta.json").is_file():  # another process prepared the same arrays meanwhile: keep its
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether a process with this id (a cache folder's suffix) runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def resize_frame_labels(labels: np.ndarray, size: int) -> np.ndarray:
