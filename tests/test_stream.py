@@ -330,9 +330,9 @@ def test_set_vocab_switches_without_stalling_the_frame_loop(segmenter):
                 future = stream.set_vocab(words)
                 scene_future = stream.set_scene("shapes on a striped background")
                 assert time.monotonic() - start < 0.05  # returns at once: the worker prepares them
-            if future is not None and future.done() and result.vocab == words:
+            if future is not None and future.done() and scene_future.done() and result.vocab == words:
                 break
-        assert future.result().words == words and scene_future.done()
+        assert future.result().words == words and scene_future.done()  # both ready while frames came
         assert stream.vocab == words and stream.scene == "shapes on a striped background"
     switched = next(i for i, (_, r) in enumerate(results) if r.vocab == words)
     assert all(r.vocab == DEMO_WORDS for _, r in results[:switched]) and switched >= 3

@@ -161,7 +161,7 @@ def test_the_repository_with_stand_in_stages_loads_and_runs_the_ensemble(triton,
     rng = np.random.default_rng(0)
     frames = [normalize_image(resize_frame(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), 192))[None]
               for _ in range(2)]
-    with Segmenter(vocab=["dog", "guitar", "bell"]) as segmenter:
+    with Segmenter(vocab=["dog", "guitar", "bell"], precision="fp32") as segmenter:  # the repository's files
         words = segmenter.prepare_vocab(["dog", "guitar", "bell"])
         feeds = {"previous": frames[0], "current": frames[1], "image": frames[1],
                  "log_mel": log_mel(rng.standard_normal(15360).astype(np.float32) * 0.1)[None],
