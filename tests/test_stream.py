@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -458,13 +459,18 @@ def test_stop_from_another_thread_and_close_are_clean(segmenter):
 
 @pytest.mark.timeout(30)
 def test_ctrl_c_closes_the_stream_and_propagates(segmenter):
-    stream = Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter, realtime=True)
-    stream.set_vocab(["red circle"])
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        for _ in stream:
-            pass
-    assert stream._closed and not avss_threads()
+    # Python's own Ctrl-C handler, whatever an earlier test in this worker process left installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stream = Stream(source=DEMO, vocab=DEMO_WORDS, segmenter=segmenter, realtime=True)
+        stream.set_vocab(["red circle"])
+        threading.Timer(0.5, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in stream:
+                pass
+        assert stream._closed and not avss_threads()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- a long run ------------------------------------------------------------------------------------
