@@ -23,21 +23,15 @@ import cv2
 import numpy as np
 import torch
 
-from avss_sdk.data.avsbench import AVSSDataset, resize_flow
-from avss_sdk.modeling.flow import downsample_flow
+from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.preprocess import normalize_image, resize_frame
 from avss_sdk.segmenter import DIS_PRESET, Segmenter, dis_flow
+from avss_sdk.training.data import flow_targets
 from benchmarks.report import machine, publish
 
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 MOTION_THRESHOLD = 0.5  # pixels: avss_sdk.modeling.flow.motion_mask's default, what the pre-mask uses
-
-
-def true_flow(backward: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """A clip frame's exact backward flow [H, W, 2] as the flow stage's training target [h, w, 2]."""
-    full = torch.from_numpy(resize_flow(backward, (size, size))).permute(2, 0, 1)[None]
-    return downsample_flow(full, stride)[0].permute(1, 2, 0).numpy()
 
 
 def main() -> int:
@@ -67,8 +61,9 @@ def main() -> int:
             clip = dataset[i]
             small = [resize_frame(frame, size) for frame in clip.frames]
             normalized = [normalize_image(frame)[None] for frame in small]
+            truths = flow_targets(clip.flow_backward, size)
             for t in range(1, len(small)):
-                truth = true_flow(clip.flow_backward[t], size, stride)
+                truth = truths[t]
                 moving = np.linalg.norm(truth, axis=-1) > MOTION_THRESHOLD
                 for name, dis in sources.items():
                     start = time.perf_counter()

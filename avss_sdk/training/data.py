@@ -93,6 +93,13 @@ def prepare_frames(dataset: AVSSDataset, size: int, cache_dir: str | os.PathLike
 _ARRAYS = ("frames", "labels", "log_mel", "flow")
 
 
+def flow_targets(backward: np.ndarray, size: int) -> np.ndarray:
+    """Exact backward flow [T, H, W, 2] of a clip -> the flow stage's training targets [T, h, w, 2]:
+    resized to the model input ``size`` and average-pooled to the stage's grid (FLOW_STRIDE)."""
+    full = torch.from_numpy(np.stack([resize_flow(f, (size, size)) for f in backward]))
+    return downsample_flow(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+
+
 def _write_clips(dataset: AVSSDataset, size: int, tmp: Path, indices: range) -> list[tuple[int, Any]]:
     """Decode clips ``indices`` into the open cache arrays in ``tmp``; (index, per-clip metadata) for each."""
     arrays = {name: np.load(tmp / f"{name}.npy", mmap_mode="r+") for name in _ARRAYS
@@ -107,8 +114,7 @@ def _write_clips(dataset: AVSSDataset, size: int, tmp: Path, indices: range) -> 
             arrays["labels"][i, j] = resize_frame_labels(clip.labels[j], size)
             arrays["log_mel"][i, j] = log_mel(clip.audio_window(j, LOG_MEL_SECONDS))
         if "flow" in arrays:
-            full = torch.from_numpy(np.stack([resize_flow(f, (size, size)) for f in clip.flow_backward[:k]]))
-            arrays["flow"][i, :k] = downsample_flow(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+            arrays["flow"][i, :k] = flow_targets(clip.flow_backward[:k], size)
         done.append((i, (k, clip.label_valid[:k], _moving_flags(clip.info, k), clip.scene, clip.uid)))
     for array in arrays.values():
         array.flush()
