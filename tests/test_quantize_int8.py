@@ -150,6 +150,12 @@ def chain_model(path: Path) -> Path:
     return path
 
 
+def float_weight_convs(model: onnx.ModelProto) -> set[str]:
+    """Names of the convolutions that read a float weight itself (no DequantizeLinear before it)."""
+    floats = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
+    return {n.name for n in model.graph.node if n.op_type == "Conv" and n.input[1] in floats}
+
+
 def test_end_layers_are_those_next_to_an_input_or_an_output(tmp_path):
     assert end_layers(onnx.load(str(chain_model(tmp_path / "chain.onnx")))) == ["a", "c", "d"]
     assert end_layers(onnx.load(str(conv_model(tmp_path / "conv.onnx")))) == [""]  # one unnamed conv: both ends
@@ -161,10 +167,7 @@ def test_layers_kept_float_read_their_weights_unquantized(tmp_path):
     feeds = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
     quantize_file(fp32, tmp_path / "chain.int8.onnx", feeds, for_tensorrt=True, keep_float=("a", "c", "d"))
     model = onnx.load(str(tmp_path / "chain.int8.onnx"))
-    floats = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
-    weight_of = {n.name: n.input[1] for n in model.graph.node if n.op_type == "Conv"}
-    assert all(weight_of[name] in floats for name in "acd")  # the float weights themselves, no DequantizeLinear
-    assert weight_of["b"] not in floats  # b's weight comes dequantized from int8, one scale per channel
+    assert float_weight_convs(model) == {"a", "c", "d"}  # b's weight comes dequantized from int8, per channel
     assert check_explicit_quantization(model) == 1
 
 
@@ -181,7 +184,5 @@ def test_a_stage_below_the_agreement_is_tried_again_with_its_end_layers_float(tm
     assert verdict.float_layers == tuple(end_layers(onnx.load(str(manifest.onnx_path("flow", "fp32")))))
     assert not verdict.use and record.used == ()
     kept = onnx.load(str(manifest.onnx_path("flow", "int8")))  # the retry's file, kept for benchmarks
-    floats = {t.name for t in kept.graph.initializer if t.data_type == TensorProto.FLOAT}
-    weight_of = {n.name: n.input[1] for n in kept.graph.node if n.op_type == "Conv"}
-    assert all(weight_of[name] in floats for name in verdict.float_layers)
+    assert float_weight_convs(kept) == set(verdict.float_layers)
     assert Manifest.load(manifest.root).int8 == record  # float_layers survive the manifest's round trip
