@@ -31,7 +31,7 @@ from avss_sdk.errors import ClosedError, InputError
 from avss_sdk.media import SAMPLE_RATE, as_mono
 from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
-from avss_sdk.result import Result, sounding_objects
+from avss_sdk.result import Result, SoundingObject, sounding_objects
 from avss_sdk.runtime.backends import log_to_stderr, make_backend
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.runtime.text_cache import TextEmbeddingCache
@@ -276,24 +276,42 @@ class Segmenter:
     def finish(self, state: FrameState) -> Result:
         """Last part of :meth:`segment`: VTA, mask decoder and labels, with the vocabulary in use now."""
         self._check_open()
-        vocabulary, scene = self._vocabulary, self._scene
+        vocabulary = self._vocabulary
         state.restart()
-        aligned = self.backend.run("vta", {"mask_features": state.encoded["mask_features"],
-                                           "class_embeddings": vocabulary.embeddings,
-                                           "scene_embedding": scene.embedding[None]})["aligned_features"]
-        state.lap("vta")
-        decoded = self.backend.run("mask_decoder", {
-            "aligned_features": aligned, "dense_embedding": state.encoded["dense_embedding"], "flow": state.flow,
-            "audio_embedding": state.audio_embedding, "class_embeddings": vocabulary.embeddings})
-        state.lap("mask_decoder")
-        labels, log_background = upsampled_label_map(decoded["pixel_logits"][0], state.image.shape[:2],
-                                                     self.threshold)
-        objects = sounding_objects(labels, log_background, vocabulary.words)
+        pixel_logits = self.decode(state.encoded, state.flow, state.audio_embedding, vocabulary,
+                                   self._scene.embedding[None], lap=state.lap)
+        labels, objects = self.label(pixel_logits[0], state.image.shape[:2], vocabulary)
         state.lap("postprocess")
         timings = state.timings
         timings["total"] = sum(timings.values())
         timings["latency"] = (time.perf_counter() - state.started) * 1000.0
         return Result(state.image, state.timestamp, labels, list(vocabulary.words), objects, timings, state.index)
+
+    def decode(self, encoded: dict[str, np.ndarray], flow: np.ndarray, audio_embedding: np.ndarray,
+               vocabulary: Vocabulary, scene_embeddings: np.ndarray,
+               lap: Callable[[str], None] = lambda stage: None) -> np.ndarray:
+        """VTA and mask decoder for a batch of frames that share ``vocabulary``: pixel log-probabilities
+        [B, K + 1, h, w] from the frame stages' outputs (batch B) and one scene embedding per frame [B, D].
+
+        ``lap(stage)`` is called after each of the two stages (timing). The server batches frames of
+        several streams through this; :meth:`finish` passes one frame.
+        """
+        aligned = self.backend.run("vta", {"mask_features": encoded["mask_features"],
+                                           "class_embeddings": vocabulary.embeddings,
+                                           "scene_embedding": scene_embeddings})["aligned_features"]
+        lap("vta")
+        decoded = self.backend.run("mask_decoder", {
+            "aligned_features": aligned, "dense_embedding": encoded["dense_embedding"], "flow": flow,
+            "audio_embedding": audio_embedding, "class_embeddings": vocabulary.embeddings})
+        lap("mask_decoder")
+        return decoded["pixel_logits"]
+
+    def label(self, pixel_logits: np.ndarray, shape: tuple[int, int],
+              vocabulary: Vocabulary) -> tuple[np.ndarray, list[SoundingObject]]:
+        """One frame's label map at ``shape`` (H, W) and its sounding objects, from its pixel
+        log-probabilities [K + 1, h, w] (the same decision evaluation makes, at this export's threshold)."""
+        labels, log_background = upsampled_label_map(pixel_logits, shape, self.threshold)
+        return labels, sounding_objects(labels, log_background, vocabulary.words)
 
     def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,
                 sample_rate: int = SAMPLE_RATE) -> Result:

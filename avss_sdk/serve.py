@@ -78,9 +78,7 @@ import numpy as np
 
 from avss_sdk.errors import AvssError
 from avss_sdk.media import as_mono
-from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.preprocess import log_mel, normalize_image, resize_frame
-from avss_sdk.result import sounding_objects
 from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.segmenter import SceneEmbedding, Segmenter, Vocabulary, clean_vocabulary
 
@@ -190,17 +188,11 @@ def _segment_batch(segmenter: Segmenter, frames: list[_Frame]) -> None:
         groups.setdefault(id(f.vocabulary), []).append(i)
     for rows in groups.values():
         vocabulary = frames[rows[0]].vocabulary
-        aligned = run("vta", {"mask_features": encoded["mask_features"][rows],
-                              "class_embeddings": vocabulary.embeddings,
-                              "scene_embedding": np.stack([frames[i].scene.embedding for i in rows])})["aligned_features"]
-        decoded = run("mask_decoder", {
-            "aligned_features": aligned, "dense_embedding": encoded["dense_embedding"][rows], "flow": flow[rows],
-            "audio_embedding": heard[rows], "class_embeddings": vocabulary.embeddings})
+        pixel_logits = segmenter.decode({name: value[rows] for name, value in encoded.items()}, flow[rows],
+                                        heard[rows], vocabulary, np.stack([frames[i].scene.embedding for i in rows]))
         for row, i in enumerate(rows):
-            f = frames[i]
-            f.labels, log_background = upsampled_label_map(decoded["pixel_logits"][row], f.image.shape[:2],
-                                                           segmenter.threshold)
-            f.objects = sounding_objects(f.labels, log_background, vocabulary.words)
+            frames[i].labels, frames[i].objects = segmenter.label(pixel_logits[row], frames[i].image.shape[:2],
+                                                                  vocabulary)
     for i, f in enumerate(frames):
         f.state.previous = (current[i:i + 1].copy(), smalls[i])
 

@@ -121,6 +121,12 @@ BAD_MANIFESTS = {
     "int8 calibration split": (_set("int8", {**INT8_SECTION, "calibration": {**INT8_SECTION["calibration"],
                                                                               "split": "holdout"}}), "split"),
     "int8 without stages": (_set("int8", {**INT8_SECTION, "stages": {}}), "at least one"),
+    "int8 unknown calibrator": (_set("int8", {**INT8_SECTION, "calibration": {**INT8_SECTION["calibration"],
+                                                                               "method": "minmax,kl"}}),
+                                r"some of \('minmax', 'percentile', 'entropy'\), got \['kl'\]"),
+    "int8 stage calibrator": (_set("int8", {**INT8_SECTION, "stages": {"flow": {**INT8_VERDICT, "use": False,
+                                                                              "method": "mse"}}}),
+                              "stage method must be one of"),
 }
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import DEFAULT_ENGINES
-from avss_sdk.export.quantize_int8 import (QuantizationError, agreement, check_calibration,
-                                           check_explicit_quantization, end_layers, quantize_file, quantize_model)
+from avss_sdk.fileio import file_hash
+from avss_sdk.export.quantize_int8 import (QuantizationError, agreement, check_calibration, collect_inputs,
+                                           check_explicit_quantization, copy_fp32_export, end_layers, quantize_file,
+                                           quantize_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,17 +71,7 @@ def test_agreement_counts_all_pixels_and_object_pixels():
 
 def fp32_export(tmp_path: Path) -> Path:
     """A copy of the shipped export with its FP32 files only, whatever INT8 the shipped one holds."""
-    export = tmp_path / "export"
-    shutil.copytree(DEFAULT_ENGINES, export)
-    values = json.loads((export / "manifest.json").read_text())
-    values["model"]["checkpoint"] = str((DEFAULT_ENGINES / values["model"]["checkpoint"]).resolve())
-    values.pop("int8", None)
-    for stage in values["stages"].values():
-        stage["onnx"], stage["sha256"] = {"fp32": stage["onnx"]["fp32"]}, {"fp32": stage["sha256"]["fp32"]}
-    (export / "manifest.json").write_text(json.dumps(values))
-    for stale in (export / "onnx").glob("*.int8*.onnx"):
-        stale.unlink()
-    return export
+    return copy_fp32_export(DEFAULT_ENGINES, tmp_path / "export").root
 
 
 @pytest.mark.timeout(300)
@@ -115,6 +105,29 @@ def test_int8_flow_on_a_copy_of_the_default_export(tmp_path, tiny_synth):
         Manifest.load(export)
 
 
+@pytest.mark.timeout(300)
+def test_each_calibrator_is_judged_and_the_files_hold_the_best_ones_ranges(tmp_path, tiny_synth):
+    manifest = Manifest.load(fp32_export(tmp_path))
+    lines: list[str] = []
+    record = quantize_model(manifest, tiny_synth, "val", clips=1, check_clips=1, min_agreement=0.0,
+                            log=lines.append, stages=("audio_encoder",), methods=("entropy", "minmax"))
+    manifest.save()
+    judged = [line for line in lines if "labels agree with FP32" in line]
+    assert [line.split("(")[1].split(")")[0] for line in judged] == ["entropy", "minmax"]
+    verdict = record.stages["audio_encoder"]
+    shares = [float(line.split("pixels, ")[1].split(" %")[0]) for line in judged]
+    assert verdict.use and 100 * verdict.objects == pytest.approx(max(shares), abs=0.06)
+    assert verdict.method == ("entropy" if shares[0] >= shares[1] else "minmax")  # ties keep the first
+    assert record.calibration.method == "entropy,minmax" and Manifest.load(manifest.root).int8 == record
+    # The files on disk are the chosen calibrator's, whichever was written last.
+    samples = collect_inputs(manifest, tiny_synth, "val", 1)["audio_encoder"]
+    again = tmp_path / "again.int8.onnx"
+    quantize_file(manifest.onnx_path("audio_encoder", "fp32"), again, samples, for_tensorrt=True, method=verdict.method)
+    assert file_hash(again, length=64) == manifest.stages["audio_encoder"].sha256["int8"]
+    with pytest.raises(ValueError, match="calibration methods"):
+        quantize_model(manifest, tiny_synth, "val", clips=1, check_clips=1, stages=("flow",), methods=("kl",))
+
+
 def test_calibration_data_is_checked_before_anything_runs(tiny_synth, tmp_path):
     check_calibration(tiny_synth, "val", 1, 1)  # the tiny set has 2 val clips
     with pytest.raises(ValueError, match="has 2 val clips; calibration and its check need 36"):
@@ -132,6 +145,7 @@ def test_build_engines_int8_options_are_checked():
     assert "--int8 needs --calibration" in run("--int8").stderr
     assert "only used with --int8" in run("--calibration", "data").stderr
     assert run("--int8", "--calibration", "d", "--int8-min-agreement", "2").returncode == 2
+    assert "invalid choice: 'kl'" in run("--int8", "--calibration", "d", "--int8-calibration", "kl").stderr
 
 
 def chain_model(path: Path) -> Path:
@@ -177,10 +191,10 @@ def test_a_stage_below_the_agreement_is_tried_again_with_its_end_layers_float(tm
     lines: list[str] = []
     # Agreement 1.0: every object pixel of the check clip must keep its label, which INT8 does not do.
     record = quantize_model(manifest, tiny_synth, "val", clips=1, check_clips=1, min_agreement=1.0,
-                            log=lines.append, stages=("flow",), keep_rejected=True)
+                            log=lines.append, stages=("flow",), keep_rejected=True, methods=("minmax",))
     manifest.save()
     verdict = record.stages["flow"]
-    assert any("retrying with the end layers in float" in line for line in lines)
+    assert any("retrying minmax with the end layers in float" in line for line in lines)
     assert verdict.float_layers == tuple(end_layers(onnx.load(str(manifest.onnx_path("flow", "fp32")))))
     assert not verdict.use and record.used == ()
     kept = onnx.load(str(manifest.onnx_path("flow", "int8")))  # the retry's file, kept for benchmarks

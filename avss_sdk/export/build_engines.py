@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from avss_sdk.export.quantize_int8 import add_int8_options, check_int8_options
+from avss_sdk.export.quantize_int8 import add_int8_options, calibration_methods, check_int8_options
 from avss_sdk.runtime.manifest import PRECISIONS, Manifest, ManifestError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_NO_ENGINES = 0, 1, 2, 3
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             quantize_model(manifest, args.calibration, args.calibration_split, args.calibration_clips,
                            args.int8_check_clips, args.int8_min_agreement, log,
-                           keep_rejected=args.int8_keep_rejected)
+                           keep_rejected=args.int8_keep_rejected, methods=calibration_methods(args))
         except (FileNotFoundError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT

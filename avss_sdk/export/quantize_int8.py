@@ -4,7 +4,7 @@
     python -m avss_sdk.export.quantize_int8 engines/ --calibration data/synthavs   # an existing export
 
 For each stage of :data:`INT8_STAGES` the FP32 export is quantized with ONNX Runtime's
-static QDQ quantizer (MinMax ranges over the stage's real inputs, collected by running
+static QDQ quantizer (activation ranges over the stage's real inputs, collected by running
 the FP32 pipeline over calibration clips), per-channel int8 weights, into two files from
 the same calibration:
 
@@ -18,8 +18,10 @@ the same calibration:
 
 Each stage is then judged on held-out clips: the whole pipeline runs with that stage alone
 in INT8 against the FP32 pipeline, and the share of pixels whose label is unchanged,
-among those either pipeline calls a sounding object, must reach ``min_agreement``. A stage
-below it is quantized again with its first and last weight layers (:func:`end_layers`: where
+among those either pipeline calls a sounding object, must reach ``min_agreement``. Every
+calibrator of :data:`CALIBRATION_METHODS` (MinMax, percentile, entropy ranges) is judged and the
+stage keeps the one that agrees best (``int8.stages[stage].method``). A stage below the
+agreement is quantized again with its first and last weight layers (:func:`end_layers`: where
 rounding errors enter and where they reach the outputs) kept in float, and judged again;
 the manifest lists those layers (``int8.stages[stage].float_layers``). A stage below the
 agreement both ways stays FP32, and the manifest says so (``int8.stages[stage].use``, a typed
@@ -36,6 +38,8 @@ quantization needs ``onnx`` and ``onnxruntime`` (``avss_sdk[train]``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 from dataclasses import dataclass
@@ -45,11 +49,18 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from avss_sdk.errors import AvssError
-from avss_sdk.runtime.manifest import (INT8_FILES, Int8Calibration, Int8Section, Int8Stage, Manifest,
-                                       ManifestError)
+from avss_sdk.runtime.manifest import (CALIBRATION_METHODS, INT8_FILES, Int8Calibration, Int8Section, Int8Stage,
+                                       Manifest, ManifestError)
 
 INT8_STAGES = ("flow", "image_encoder", "audio_encoder")
 MIN_AGREEMENT = 0.97
+# How activation ranges are read off the calibration frames (ONNX Runtime's calibrators): "minmax"
+# takes the extremes; "percentile" clips the top 1e-4 of |values| and "entropy" picks the range
+# whose histogram keeps the smallest KL divergence, which both give the bulk of the values finer
+# steps. No one of them suits every stage (benchmarks/results/int8-calibration-cpu.md), so each stage
+# is judged with each and keeps the best.
+ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+PERCENTILE = 99.99
 
 if TYPE_CHECKING:
     import onnx
@@ -175,9 +186,9 @@ def end_layers(model: "onnx.ModelProto") -> list[str]:
 
 
 def quantize_file(fp32: Path, out: Path, samples: list[dict[str, np.ndarray]], for_tensorrt: bool,
-                  keep_float: tuple[str, ...] = ()) -> None:
-    """Static QDQ quantization of ``fp32`` into ``out``, calibrated on ``samples`` (MinMax, per-channel weights);
-    the nodes named in ``keep_float`` stay float."""
+                  keep_float: tuple[str, ...] = (), method: str = "minmax") -> None:
+    """Static QDQ quantization of ``fp32`` into ``out``, calibrated on ``samples`` with ``method`` (one of
+    :data:`CALIBRATION_METHODS`), per-channel weights; the nodes named in ``keep_float`` stay float."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -196,14 +207,16 @@ def quantize_file(fp32: Path, out: Path, samples: list[dict[str, np.ndarray]], f
         flush -= 1
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=list(keep_float),
-                    extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
-                                   # TensorRT dequantizes int8 only: biases stay float in its file
-                                   "QuantizeBias": not for_tensorrt,
-                                   "CalibMaxIntermediateOutputs": flush})
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+        quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, ORT_CALIBRATORS[method]),
+                        nodes_to_exclude=list(keep_float),
+                        extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
+                                       # TensorRT dequantizes int8 only: biases stay float in its file
+                                       "QuantizeBias": not for_tensorrt,
+                                       "CalibMaxIntermediateOutputs": flush, "CalibPercentile": PERCENTILE})
     tmp.replace(out)
 
 
@@ -291,26 +304,64 @@ def _drop_int8_files(manifest: Manifest, stage: str) -> None:
             manifest.path(file).unlink(missing_ok=True)
 
 
-def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", clips: int = 24, check_clips: int = 12,
-                   min_agreement: float = MIN_AGREEMENT, log: Callable[[str], None] = print,
-                   stages: tuple[str, ...] = INT8_STAGES, keep_rejected: bool = False) -> Int8Section:
-    """Write both INT8 files of each of ``stages`` (some of :data:`INT8_STAGES`), judge each, record it in ``manifest.int8``.
+def copy_fp32_export(source: str | Path, into: Path) -> Manifest:
+    """A copy of the export at ``source`` under ``into`` with its FP32 files only, whatever INT8 it holds
+    (its checkpoint named by absolute path): somewhere to quantize without touching ``source``."""
+    import json
+    import shutil
 
-    Calibrates on the first ``clips`` clips of ``data``'s ``split`` and judges on the next
-    ``check_clips``. The manifest (on disk: an FP32 export the segmenter loads; saved again
-    by the caller) gets the files of the accepted stages under ``stages[stage].onnx`` with
-    their sha256, and ``int8`` (:class:`Int8Section`). The INT8 files of a stage that stays
-    FP32 are deleted unless ``keep_rejected`` (for benchmarks that time every INT8 file).
-    INT8 files of an earlier run are replaced.
-    """
+    source = Path(source).resolve()
+    shutil.copytree(source, into, ignore=shutil.ignore_patterns("*.int8*.onnx"))
+    values = json.loads((into / "manifest.json").read_text())
+    values["model"]["checkpoint"] = str((source / values["model"]["checkpoint"]).resolve())
+    values.pop("int8", None)
+    for stage in values["stages"].values():
+        stage["onnx"], stage["sha256"] = {"fp32": stage["onnx"]["fp32"]}, {"fp32": stage["sha256"]["fp32"]}
+    (into / "manifest.json").write_text(json.dumps(values))
+    return Manifest.load(into)
+
+
+def write_int8_files(manifest: Manifest, stage: str, samples: list[dict[str, np.ndarray]], method: str,
+                     keep_float: tuple[str, ...] = ()) -> int:
+    """Quantize ``stage``'s FP32 file into both INT8 files (:data:`INT8_FILES`), calibrated with ``method`` on
+    ``samples``, and enter them in ``manifest`` (in memory); the TensorRT file's per-channel weight count."""
     import onnx
 
     from avss_sdk.fileio import file_hash
+
+    fp32 = manifest.onnx_path(stage, "fp32")
+    for key in INT8_FILES:
+        out = fp32.with_name(f"{stage}.{key}.onnx")
+        quantize_file(fp32, out, samples, for_tensorrt=key == "int8", keep_float=keep_float, method=method)
+        manifest.stages[stage].onnx[key] = out.relative_to(manifest.root).as_posix()
+        manifest.stages[stage].sha256[key] = file_hash(out, length=64)
+    return check_explicit_quantization(onnx.load(str(manifest.onnx_path(stage, "int8"))))
+
+
+def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", clips: int = 24, check_clips: int = 12,
+                   min_agreement: float = MIN_AGREEMENT, log: Callable[[str], None] = print,
+                   stages: tuple[str, ...] = INT8_STAGES, keep_rejected: bool = False,
+                   methods: tuple[str, ...] = CALIBRATION_METHODS) -> Int8Section:
+    """Write both INT8 files of each of ``stages`` (some of :data:`INT8_STAGES`), judge each, record it in ``manifest.int8``.
+
+    Calibrates on the first ``clips`` clips of ``data``'s ``split`` and judges on the next
+    ``check_clips``. Each stage is quantized whole with each calibrator of ``methods`` and
+    keeps the one whose labels agree best; below ``min_agreement`` that one is tried again
+    with the end layers in float. The manifest (on disk: an FP32 export the segmenter loads;
+    saved again by the caller) gets the files of the accepted stages under
+    ``stages[stage].onnx`` with their sha256, and ``int8`` (:class:`Int8Section`). The INT8
+    files of a stage that stays FP32 are deleted unless ``keep_rejected`` (for benchmarks that
+    time every INT8 file). INT8 files of an earlier run are replaced.
+    """
+    import onnx
 
     data = Path(data)
     unknown = sorted(set(stages) - set(INT8_STAGES))
     if unknown or not stages:
         raise ValueError(f"INT8 stages must be some of {INT8_STAGES}, got {list(stages)}")
+    unknown = sorted(set(methods) - set(CALIBRATION_METHODS))
+    if unknown or not methods:
+        raise ValueError(f"calibration methods must be some of {CALIBRATION_METHODS}, got {list(methods)}")
     if not 0.0 <= min_agreement <= 1.0:
         raise ValueError(f"the minimum agreement is a share in [0, 1], got {min_agreement}")
     check_calibration(data, split, clips, check_clips)  # before anything is changed
@@ -320,36 +371,38 @@ def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", cli
     manifest.save()  # the segmenters below load the FP32 export from disk
     log(f"  int8: calibrating on {clips} {split} clips of {data}")
     samples = collect_inputs(manifest, data, split, clips)
+    reference = None
 
-    def write(stage: str, keep_float: tuple[str, ...]) -> None:
-        fp32 = manifest.onnx_path(stage, "fp32")
-        for key in INT8_FILES:
-            out = fp32.with_name(f"{stage}.{key}.onnx")
-            quantize_file(fp32, out, samples[stage], for_tensorrt=key == "int8", keep_float=keep_float)
-            manifest.stages[stage].onnx[key] = out.relative_to(manifest.root).as_posix()
-            manifest.stages[stage].sha256[key] = file_hash(out, length=64)
-        weights = check_explicit_quantization(onnx.load(str(manifest.onnx_path(stage, "int8"))))
+    def write(stage: str, method: str, keep_float: tuple[str, ...]) -> None:
+        weights = write_int8_files(manifest, stage, samples[stage], method, keep_float)
         kept = f", {len(keep_float)} end layers in float" if keep_float else ""
-        log(f"  {stage:<14} int8 QDQ written ({weights} per-channel weights{kept}; TensorRT 10.3 operator check "
-            "passed)")
+        log(f"  {stage:<14} int8 QDQ written ({method} ranges, {weights} per-channel weights{kept}; "
+            "TensorRT 10.3 operator check passed)")
+
+    def judge(stage: str, method: str, keep_float: tuple[str, ...]) -> Int8Stage:
+        nonlocal reference
+        write(stage, method, keep_float)
+        result, reference = label_agreement(manifest, (stage,), data, split, clips, check_clips, reference)
+        verdict = Int8Stage(result.objects >= min_agreement, round(result.pixels, 5), round(result.objects, 5),
+                            keep_float, method)
+        log(f"  {stage:<14} INT8 ({method}{', end layers float' if keep_float else ''}) labels agree with FP32 on "
+            f"{100 * result.pixels:.2f} % of pixels, {100 * result.objects:.1f} % of object pixels")
+        return verdict
 
     verdicts: dict[str, Int8Stage] = {}
-    reference = None
     for stage in stages:
-        attempts = [(), tuple(end_layers(onnx.load(str(manifest.onnx_path(stage, "fp32")))))]
-        for keep_float in attempts:
-            write(stage, keep_float)
-            result, reference = label_agreement(manifest, (stage,), data, split, clips, check_clips, reference)
-            use = result.objects >= min_agreement
-            verdicts[stage] = Int8Stage(use, round(result.pixels, 5), round(result.objects, 5), keep_float)
-            log(f"  {stage:<14} INT8{' (end layers float)' if keep_float else ''} labels agree with FP32 on "
-                f"{100 * result.pixels:.2f} % of pixels, {100 * result.objects:.1f} % of object pixels: "
-                f"{'INT8' if use else 'stays FP32' if keep_float else 'retrying with the end layers in float'}")
-            if use:
-                break
-        if not use and not keep_rejected:
+        tried = [judge(stage, method, ()) for method in methods]
+        verdict = max(tried, key=lambda v: v.objects)  # the first of equals: methods' order breaks ties
+        if not verdict.use:
+            log(f"  {stage:<14} retrying {verdict.method} with the end layers in float")
+            verdict = judge(stage, verdict.method, tuple(end_layers(onnx.load(str(manifest.onnx_path(stage, "fp32"))))))
+        elif verdict is not tried[-1]:
+            write(stage, verdict.method, ())  # the files on disk are the last attempt's
+        verdicts[stage] = verdict
+        log(f"  {stage:<14} {'INT8 with ' + verdict.method + ' ranges' if verdict.use else 'stays FP32'}")
+        if not verdict.use and not keep_rejected:
             _drop_int8_files(manifest, stage)
-    manifest.int8 = Int8Section(Int8Calibration(data.name, split, clips, len(samples[stages[0]]), "minmax"),
+    manifest.int8 = Int8Section(Int8Calibration(data.name, split, clips, len(samples[stages[0]]), ",".join(methods)),
                                 min_agreement, check_clips, verdicts)
     return manifest.int8
 
@@ -367,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = Manifest.load(args.export)
         quantize_model(manifest, args.calibration, args.calibration_split, args.calibration_clips,
-                       args.int8_check_clips, args.int8_min_agreement, keep_rejected=args.int8_keep_rejected)
+                       args.int8_check_clips, args.int8_min_agreement, keep_rejected=args.int8_keep_rejected,
+                       methods=calibration_methods(args))
     except (ManifestError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -393,8 +447,16 @@ def add_int8_options(parser, required: bool = False) -> None:
     parser.add_argument("--int8-min-agreement", type=float, default=MIN_AGREEMENT, metavar="SHARE",
                         help="share of object pixels whose label INT8 must keep for a stage to run in INT8 "
                         "(default: %(default)s)")
+    parser.add_argument("--int8-calibration", choices=["best", *CALIBRATION_METHODS], default="best",
+                        help="how activation ranges are calibrated: one calibrator, or each stage judged with "
+                        "every one and keeping the best (default: %(default)s)")
     parser.add_argument("--int8-keep-rejected", action="store_true",
                         help="keep the INT8 files of stages that stay FP32 (for benchmarks; nothing else reads them)")
+
+
+def calibration_methods(args) -> tuple[str, ...]:
+    """The calibrators ``--int8-calibration`` asks for."""
+    return CALIBRATION_METHODS if args.int8_calibration == "best" else (args.int8_calibration,)
 
 
 def check_int8_options(parser, args) -> None:

@@ -24,8 +24,9 @@ Layout (``format`` "avss_sdk.manifest", ``version`` 1)::
     engines:      built (bool) and reason (why not, when not)
     int8:         (only after an INT8 step: ``avss-build-engines --int8``) calibration (data, split,
                   clips, frames, method), min_agreement, check_clips, stages: {stage: {use, pixels,
-                  objects}}: whether the stage's INT8 files (onnx keys "int8" for TensorRT, "int8_cpu"
-                  for ONNX Runtime on a CPU) are used, and their label agreement with FP32
+                  objects, float_layers, method}}: whether the stage's INT8 files (onnx keys "int8" for
+                  TensorRT, "int8_cpu" for ONNX Runtime on a CPU) are used, their label agreement with
+                  FP32, the layers they keep in float and the calibrator of their ranges
 
 Every section is typed and checked when the manifest is made or loaded (a hex model hash,
 positive sizes, preprocessing equal to this runtime's, ``str.format``-safe templates, a
@@ -248,9 +249,14 @@ class TextSection:
                    tuple(embedding) if isinstance(embedding, list) else embedding)
 
 
+# ONNX Runtime's calibrators the INT8 step compares (avss_sdk.export.quantize_int8 explains them).
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
 @dataclass(frozen=True)
 class Int8Calibration:
-    """What calibrated the INT8 ranges: the data set's folder name, its split, clips and frames, the method."""
+    """What calibrated the INT8 ranges: the data set's folder name, its split, clips and frames, and the
+    calibrators compared (``method``: some of :data:`CALIBRATION_METHODS`, comma-separated)."""
 
     data: str
     split: str
@@ -265,6 +271,9 @@ class Int8Calibration:
         _int(self.clips, "int8.calibration.clips")
         _int(self.frames, "int8.calibration.frames")
         _string(self.method, "int8.calibration.method")
+        unknown = sorted(set(self.method.split(",")) - set(CALIBRATION_METHODS))
+        if unknown:
+            raise ManifestError(f"int8.calibration.method must name some of {CALIBRATION_METHODS}, got {unknown}")
 
 
 @dataclass(frozen=True)
@@ -274,13 +283,15 @@ class Int8Stage:
     ``pixels`` is the share of all pixels whose label is unchanged; ``objects`` the share among
     pixels either pipeline labels as a sounding object. ``float_layers``: the weight layers its
     INT8 files keep in float (the stage's first and last ones, where the whole stage in INT8
-    missed the agreement); empty when every layer is quantized.
+    missed the agreement); empty when every layer is quantized. ``method``: the calibrator whose
+    activation ranges its INT8 files hold (one of :data:`CALIBRATION_METHODS`).
     """
 
     use: bool
     pixels: float
     objects: float
     float_layers: tuple[str, ...] = ()
+    method: str = "minmax"
 
     def __post_init__(self) -> None:
         if not isinstance(self.use, bool):
@@ -288,6 +299,8 @@ class Int8Stage:
         if not isinstance(self.float_layers, (list, tuple)) or not all(isinstance(n, str) for n in self.float_layers):
             raise ManifestError(f"int8 stage float_layers must be a list of layer names, got {self.float_layers!r}")
         object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if self.method not in CALIBRATION_METHODS:
+            raise ManifestError(f"int8 stage method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
         for name in ("pixels", "objects"):
             if not 0.0 <= _number(getattr(self, name), f"int8 stage {name}") <= 1.0:
                 raise ManifestError(f"int8 stage {name} must be a share in [0, 1], got {getattr(self, name)!r}")
@@ -327,7 +340,7 @@ class Int8Section:
             raise ManifestError(f"int8.calibration has unknown keys {unknown}")
         return cls(Int8Calibration(**calibration), values.get("min_agreement"), values.get("check_clips"),
                    {name: Int8Stage(entry.get("use"), entry.get("pixels"), entry.get("objects"),
-                                    entry.get("float_layers", ()))
+                                    entry.get("float_layers", ()), entry.get("method", "minmax"))
                     for name, entry in ((n, _section(stages, n, "int8.stages.")) for n in stages)})
 
 
