@@ -45,7 +45,10 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
     channel upsampled to ``size``, so outlines are as smooth as full upsampling makes them;
     "which word" is decided at ``word_stride`` times the decoder's grid (the model's input
     resolution, where evaluation decides it too) and scaled to ``size`` by nearest neighbour.
-    Only words that win somewhere on the decoder's grid are upsampled.
+    Only the words that win on a grid cell next to a sounding one are upsampled: bilinear
+    upsampling mixes the 2 x 2 cells around a pixel, so a pixel whose cells all have
+    P(object) <= threshold cannot be an object pixel, and only words winning around the
+    object pixels can label them.
     """
     import cv2
 
@@ -54,7 +57,12 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
         raise InputError(f"expected one frame's [K+1, h, w] log-probabilities, got {logits.shape}")
     height, width = size
     background = cv2.resize(logits[0], (width, height), interpolation=cv2.INTER_LINEAR)
-    words = np.unique(np.argmax(logits[1:], axis=0)) + 1
+    # P(object) > threshold  <=>  log P(background) < log(1 - threshold): no exp over the frame.
+    limit = np.log1p(-threshold) if threshold < 1 else -np.inf
+    near = cv2.dilate((logits[0] < limit).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if not near.any():
+        return np.zeros((height, width), np.int32), background
+    words = np.unique(np.argmax(logits[1:], axis=0)[near]) + 1
     if len(words) == 1:
         word_map = np.full((height, width), words[0], np.int32)
     else:
@@ -62,6 +70,4 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
         fine = cv2.resize(np.ascontiguousarray(logits[words].transpose(1, 2, 0)), grid, interpolation=cv2.INTER_LINEAR)
         word_index = np.argmax(fine, axis=-1).astype(np.uint16)
         word_map = words[cv2.resize(word_index, (width, height), interpolation=cv2.INTER_NEAREST)].astype(np.int32)
-    # P(object) > threshold  <=>  log P(background) < log(1 - threshold): no exp over the frame.
-    object_pixels = background < np.log1p(-threshold) if threshold < 1 else np.zeros_like(background, bool)
-    return np.where(object_pixels, word_map, 0).astype(np.int32), background
+    return np.where(background < limit, word_map, 0).astype(np.int32), background

@@ -91,6 +91,8 @@ class FrameState:
     flow: np.ndarray | None = None
     audio_embedding: np.ndarray | None = None
     encoded: dict[str, np.ndarray] | None = None
+    aligned: np.ndarray | None = None  # VTA's output, for aligned_for's vocabulary and scene
+    aligned_for: tuple[Vocabulary, SceneEmbedding] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     _clock: float = 0.0
@@ -266,20 +268,32 @@ class Segmenter:
         return state
 
     def encode_image(self, state: FrameState) -> FrameState:
-        """Second part of :meth:`segment`: the image encoder (independent of the previous frame)."""
+        """Second part of :meth:`segment`: the image encoder (independent of the previous frame), then VTA
+        with the vocabulary and scene in use now (``finish`` runs VTA again if they change before it)."""
         self._check_open()
         state.restart()
         state.encoded = self.backend.run("image_encoder", {"image": state.current})
         state.lap("image_encoder")
+        self._align(state)
         return state
 
+    def _align(self, state: FrameState) -> None:
+        vocabulary, scene = self._vocabulary, self._scene
+        state.aligned = self.align(state.encoded["mask_features"], vocabulary, scene.embedding[None])
+        state.aligned_for = (vocabulary, scene)
+        state.lap("vta")
+
     def finish(self, state: FrameState) -> Result:
-        """Last part of :meth:`segment`: VTA, mask decoder and labels, with the vocabulary in use now."""
+        """Last part of :meth:`segment`: the mask decoder and labels, with the vocabulary in use now."""
         self._check_open()
         vocabulary = self._vocabulary
         state.restart()
-        pixel_logits = self.decode(state.encoded, state.flow, state.audio_embedding, vocabulary,
-                                   self._scene.embedding[None], lap=state.lap)
+        used = state.aligned_for
+        if used is None or used[0] is not vocabulary or used[1] is not self._scene:
+            self._align(state)  # the words or the scene changed since encode_image
+        pixel_logits = self.decode(state.aligned, state.encoded["dense_embedding"], state.flow,
+                                   state.audio_embedding, vocabulary)
+        state.lap("mask_decoder")
         labels, objects = self.label(pixel_logits[0], state.image.shape[:2], vocabulary)
         state.lap("postprocess")
         timings = state.timings
@@ -287,24 +301,20 @@ class Segmenter:
         timings["latency"] = (time.perf_counter() - state.started) * 1000.0
         return Result(state.image, state.timestamp, labels, list(vocabulary.words), objects, timings, state.index)
 
-    def decode(self, encoded: dict[str, np.ndarray], flow: np.ndarray, audio_embedding: np.ndarray,
-               vocabulary: Vocabulary, scene_embeddings: np.ndarray,
-               lap: Callable[[str], None] = lambda stage: None) -> np.ndarray:
-        """VTA and mask decoder for a batch of frames that share ``vocabulary``: pixel log-probabilities
-        [B, K + 1, h, w] from the frame stages' outputs (batch B) and one scene embedding per frame [B, D].
+    def align(self, mask_features: np.ndarray, vocabulary: Vocabulary, scene_embeddings: np.ndarray) -> np.ndarray:
+        """VTA for a batch of frames that share ``vocabulary``: aligned features from the image encoder's
+        mask features [B, ...] and one scene embedding per frame [B, D]."""
+        return self.backend.run("vta", {"mask_features": mask_features, "class_embeddings": vocabulary.embeddings,
+                                        "scene_embedding": scene_embeddings})["aligned_features"]
 
-        ``lap(stage)`` is called after each of the two stages (timing). The server batches frames of
-        several streams through this; :meth:`finish` passes one frame.
-        """
-        aligned = self.backend.run("vta", {"mask_features": encoded["mask_features"],
-                                           "class_embeddings": vocabulary.embeddings,
-                                           "scene_embedding": scene_embeddings})["aligned_features"]
-        lap("vta")
-        decoded = self.backend.run("mask_decoder", {
-            "aligned_features": aligned, "dense_embedding": encoded["dense_embedding"], "flow": flow,
-            "audio_embedding": audio_embedding, "class_embeddings": vocabulary.embeddings})
-        lap("mask_decoder")
-        return decoded["pixel_logits"]
+    def decode(self, aligned: np.ndarray, dense_embedding: np.ndarray, flow: np.ndarray, audio_embedding: np.ndarray,
+               vocabulary: Vocabulary) -> np.ndarray:
+        """The mask decoder for a batch of frames that share ``vocabulary`` (batch B of every input, ``aligned``
+        from :meth:`align`): pixel log-probabilities [B, K + 1, h, w]. The server batches frames of several
+        streams through :meth:`align` and this; :meth:`finish` passes one frame."""
+        return self.backend.run("mask_decoder", {
+            "aligned_features": aligned, "dense_embedding": dense_embedding, "flow": flow,
+            "audio_embedding": audio_embedding, "class_embeddings": vocabulary.embeddings})["pixel_logits"]
 
     def label(self, pixel_logits: np.ndarray, shape: tuple[int, int],
               vocabulary: Vocabulary) -> tuple[np.ndarray, list[SoundingObject]]:

@@ -188,8 +188,9 @@ def _segment_batch(segmenter: Segmenter, frames: list[_Frame]) -> None:
         groups.setdefault(id(f.vocabulary), []).append(i)
     for rows in groups.values():
         vocabulary = frames[rows[0]].vocabulary
-        pixel_logits = segmenter.decode({name: value[rows] for name, value in encoded.items()}, flow[rows],
-                                        heard[rows], vocabulary, np.stack([frames[i].scene.embedding for i in rows]))
+        aligned = segmenter.align(encoded["mask_features"][rows], vocabulary,
+                                  np.stack([frames[i].scene.embedding for i in rows]))
+        pixel_logits = segmenter.decode(aligned, encoded["dense_embedding"][rows], flow[rows], heard[rows], vocabulary)
         for row, i in enumerate(rows):
             frames[i].labels, frames[i].objects = segmenter.label(pixel_logits[row], frames[i].image.shape[:2],
                                                                   vocabulary)

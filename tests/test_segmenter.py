@@ -148,6 +148,23 @@ def test_vocabulary_switch_uses_the_cache_and_changes_the_words(cache):
     assert len(encoded) == 1 and len(encoded[0]) == len(segmenter.manifest.text.category_templates)
 
 
+def test_a_vocabulary_switch_between_the_stages_labels_with_the_new_words(clips, cache):
+    """VTA runs with the image encoder, on the words in use then; finish uses the words in use at its time."""
+    dataset, clips = clips
+    clip, words = clips[0], dataset.class_names[1:]
+    frame, audio = clip.frames[2], clip.audio_window(2, LOG_MEL_SECONDS)
+    segmenter = Segmenter(vocab=["violin"], backend="onnxruntime", cache_dir=cache, log=lambda m: None)
+    early = segmenter.encode_image(segmenter.prepare(frame, audio))
+    assert early.aligned_for[0].words == ["violin"]
+    segmenter.set_vocab(words)
+    switched = segmenter.finish(early)
+    segmenter.reset()
+    direct = segmenter.segment(frame, audio)
+    assert switched.vocab == direct.vocab == list(words)
+    np.testing.assert_array_equal(switched.labels, direct.labels)
+    assert (direct.labels > 0).any()
+
+
 def test_vocabulary_rules(cache):
     with pytest.raises(VocabularyError, match="empty"):
         clean_vocabulary([])
@@ -236,6 +253,31 @@ def test_frame_resolution_labels_match_full_bilinear_upsampling(size):
         np.testing.assert_array_equal(labels, full)
     else:
         assert (labels == full).mean() > 0.85  # random logits: word boundaries everywhere, the worst case
+
+
+def test_words_winning_only_far_from_a_sounding_object_do_not_change_its_labels():
+    """Only words near sounding cells are upsampled (the cost at camera size); labels stay those of full upsampling."""
+    import torch
+    import torch.nn.functional as F
+
+    from avss_sdk.postprocess import label_map, upsampled_label_map
+
+    rng = np.random.default_rng(3)
+    scores = 0.1 * rng.standard_normal((4, 24, 24)).astype(np.float32)
+    scores[0] += 10.0  # background nearly everywhere ...
+    scores[0, 8:13, 5:11] -= 16.0  # ... but one object
+    scores[1, 8:13, 5:11] += 3.0  # labelled word 1, with word 2 close behind at its edge
+    scores[2, 8:13, 9:11] += 2.5
+    scores[3, :, 16:] += 4.0  # word 3 wins far away only, where nothing sounds
+    logits = torch.log_softmax(torch.from_numpy(scores), 0)
+    labels, _ = upsampled_label_map(logits.numpy(), (192, 192), 0.5)
+    full = label_map(F.interpolate(logits[None], size=(192, 192), mode="bilinear", align_corners=False).numpy(), 0.5)[0]
+    np.testing.assert_array_equal(labels, full)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    silent = logits.clone()
+    silent[0] = 0.0  # P(background) = 1 on every cell
+    labels, log_background = upsampled_label_map(silent.numpy(), (480, 640), 0.5)
+    assert labels.shape == (480, 640) and not labels.any() and log_background.shape == (480, 640)
 
 
 def test_io_binding_path_hands_ortvalues_on_and_gives_the_same_labels(clips, cache):
