@@ -145,7 +145,7 @@ def test_build_engines_int8_options_are_checked():
     assert "--int8 needs --calibration" in run("--int8").stderr
     assert "only used with --int8" in run("--calibration", "data").stderr
     assert run("--int8", "--calibration", "d", "--int8-min-agreement", "2").returncode == 2
-    assert "invalid choice: 'kl'" in run("--int8", "--calibration", "d", "--int8-calibration", "kl").stderr
+    assert "invalid choice: 'kl'" in run("--int8", "--calibration", "d", "--int8-calibrator", "kl").stderr
 
 
 def chain_model(path: Path) -> Path:

@@ -447,7 +447,7 @@ def add_int8_options(parser, required: bool = False) -> None:
     parser.add_argument("--int8-min-agreement", type=float, default=MIN_AGREEMENT, metavar="SHARE",
                         help="share of object pixels whose label INT8 must keep for a stage to run in INT8 "
                         "(default: %(default)s)")
-    parser.add_argument("--int8-calibration", choices=["best", *CALIBRATION_METHODS], default="best",
+    parser.add_argument("--int8-calibrator", choices=["best", *CALIBRATION_METHODS], default="best",
                         help="how activation ranges are calibrated: one calibrator, or each stage judged with "
                         "every one and keeping the best (default: %(default)s)")
     parser.add_argument("--int8-keep-rejected", action="store_true",
@@ -455,8 +455,8 @@ def add_int8_options(parser, required: bool = False) -> None:
 
 
 def calibration_methods(args) -> tuple[str, ...]:
-    """The calibrators ``--int8-calibration`` asks for."""
-    return CALIBRATION_METHODS if args.int8_calibration == "best" else (args.int8_calibration,)
+    """The calibrators ``--int8-calibrator`` asks for."""
+    return CALIBRATION_METHODS if args.int8_calibrator == "best" else (args.int8_calibrator,)
 
 
 def check_int8_options(parser, args) -> None:
