@@ -162,7 +162,7 @@ class Stream:
     (``RemoteSegmenter``) instead of in this process; ``engines``, ``backend`` and ``flow``
     are then the server's. ``pipeline`` (default True): overlap consecutive frames on
     threads (see ``avss_sdk.pipeline``): reading, pairing, preprocessing, flow and audio
-    encoder; the image encoder; the rest in the iterating thread (with ``server=``: reading
+    encoder; the image encoder and VTA; the rest in the iterating thread (with ``server=``: reading
     and pairing on one thread, the request in the iterating one). Frames still come out in
     order, each with its own audio, and ``every_frame`` keeps its meaning; a camera frame is
     read at most two frames before its result is due.
