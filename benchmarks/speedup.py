@@ -133,7 +133,7 @@ VARIANTS = {  # name: (segmenter variant, pipelined, ONNX Runtime threads per se
     "FP32, pipelined": ("fp32", True, None),
     "default: INT8 where accurate, pipelined": ("default", True, None),
     # The stage threads already keep both cores busy: one thread per session may beat two that contend.
-    "default, pipelined, 1 thread per session": ("default", True, 1),
+    "default, pipelined, 1 thread per stage": ("default", True, 1),
     "INT8 every stage, pipelined": ("int8-all", True, None),
 }
 
