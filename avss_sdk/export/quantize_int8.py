@@ -22,7 +22,8 @@ among those either pipeline calls a sounding object, must reach ``min_agreement`
 calibrator of :data:`CALIBRATION_METHODS` (MinMax, percentile, entropy ranges) is judged and the
 stage keeps the one that agrees best (``int8.stages[stage].method``). A stage below the
 agreement is quantized again with its first and last weight layers (:func:`end_layers`: where
-rounding errors enter and where they reach the outputs) kept in float, and judged again;
+rounding errors enter and where they reach the outputs) kept in float, with every calibrator
+(the best one whole is not always the best one so), and judged again;
 the manifest lists those layers (``int8.stages[stage].float_layers``). A stage below the
 agreement both ways stays FP32, and the manifest says so (``int8.stages[stage].use``, a typed
 :class:`avss_sdk.runtime.manifest.Int8Section`) and keeps only the INT8 files of the stages
@@ -346,8 +347,8 @@ def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", cli
 
     Calibrates on the first ``clips`` clips of ``data``'s ``split`` and judges on the next
     ``check_clips``. Each stage is quantized whole with each calibrator of ``methods`` and
-    keeps the one whose labels agree best; below ``min_agreement`` that one is tried again
-    with the end layers in float. The manifest (on disk: an FP32 export the segmenter loads;
+    keeps the one whose labels agree best; below ``min_agreement`` every calibrator is tried
+    again with the end layers in float, and the best of those is kept. The manifest (on disk: an FP32 export the segmenter loads;
     saved again by the caller) gets the files of the accepted stages under
     ``stages[stage].onnx`` with their sha256, and ``int8`` (:class:`Int8Section`). The INT8
     files of a stage that stays FP32 are deleted unless ``keep_rejected`` (for benchmarks that
@@ -394,10 +395,12 @@ def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", cli
         tried = [judge(stage, method, ()) for method in methods]
         verdict = max(tried, key=lambda v: v.objects)  # the first of equals: methods' order breaks ties
         if not verdict.use:
-            log(f"  {stage:<14} retrying {verdict.method} with the end layers in float")
-            verdict = judge(stage, verdict.method, tuple(end_layers(onnx.load(str(manifest.onnx_path(stage, "fp32"))))))
-        elif verdict is not tried[-1]:
-            write(stage, verdict.method, ())  # the files on disk are the last attempt's
+            log(f"  {stage:<14} retrying with the end layers in float")
+            ends = tuple(end_layers(onnx.load(str(manifest.onnx_path(stage, "fp32")))))
+            tried = [judge(stage, method, ends) for method in methods]
+            verdict = max(tried, key=lambda v: v.objects)
+        if verdict is not tried[-1]:
+            write(stage, verdict.method, verdict.float_layers)  # the files on disk are the last attempt's
         verdicts[stage] = verdict
         log(f"  {stage:<14} {'INT8 with ' + verdict.method + ' ranges' if verdict.use else 'stays FP32'}")
         if not verdict.use and not keep_rejected:
