@@ -167,10 +167,17 @@ def test_an_onnx_file_changed_in_place_is_named_at_load(tmp_path):
         OnnxRuntimeBackend(manifest, cache_dir=tmp_path / "cache")
 
 
+def keep_flow_fp32(values: dict) -> None:
+    """The manifest's INT8 verdict for flow turned off (its FP32 entry is the one these tests swap)."""
+    if "flow" in values.get("int8", {}).get("stages", {}):
+        values["int8"]["stages"]["flow"]["use"] = False
+
+
 def test_one_stage_swapped_for_another_is_found_at_load(tmp_path):
     out, values = model_copy(tmp_path)
     flow, vta = values["stages"]["flow"], values["stages"]["vta"]
     flow["onnx"], flow["sha256"] = vta["onnx"], vta["sha256"]  # the manifest vouches for the wrong file
+    keep_flow_fp32(values)
     manifest = Manifest.load(write(out, values))
     with pytest.raises(ManifestError, match=r"vta\.fp32\.onnx has inputs .* another stage's file"):
         OnnxRuntimeBackend(manifest, cache_dir=tmp_path / "cache")
@@ -183,6 +190,7 @@ def test_auto_falls_back_when_a_backend_fails_to_load(tmp_path):
     out, values = model_copy(tmp_path)
     values["stages"]["flow"]["onnx"] = values["stages"]["vta"]["onnx"]
     values["stages"]["flow"]["sha256"] = values["stages"]["vta"]["sha256"]
+    keep_flow_fp32(values)
     manifest = Manifest.load(write(out, values))
     messages = []
     backend = make_backend(manifest, "auto", tmp_path / "cache", log=messages.append)
