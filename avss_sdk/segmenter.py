@@ -87,6 +87,7 @@ class FrameState:
     image: np.ndarray
     timestamp: float
     index: int
+    small: np.ndarray | None = None  # the frame at the model's input size, RGB uint8 (the guided filter's guide)
     current: np.ndarray | None = None
     flow: np.ndarray | None = None
     audio_embedding: np.ndarray | None = None
@@ -146,6 +147,7 @@ class Segmenter:
         self.flow_mode = flow
         self.frame_size = self.manifest.preprocess.image_size
         self.threshold = self.manifest.postprocess.foreground_threshold
+        self.guided = self.manifest.postprocess.guided
         self.max_words = self.backend.max_vocab
         self.text_cache = TextEmbeddingCache(self.manifest.model_hash, text.embed_dim, cache_dir, log=log)
         self._no_scene = np.asarray(text.no_scene_embedding, np.float32)
@@ -255,7 +257,7 @@ class Segmenter:
             raise InputError(f"expected an RGB uint8 frame [H, W, 3] with H, W >= 1, got {image.dtype} {image.shape}")
         mono = as_mono(audio, sample_rate)
         state = FrameState(image, timestamp, index)
-        small = resize_frame(image, self.frame_size)
+        small = state.small = resize_frame(image, self.frame_size)
         state.current = normalize_image(small)[None]
         mel = log_mel(mono)[None]
         previous, previous_small = self._previous if self._previous is not None else (state.current, small)
@@ -294,7 +296,7 @@ class Segmenter:
         pixel_logits = self.decode(state.aligned, state.encoded["dense_embedding"], state.flow,
                                    state.audio_embedding, vocabulary)
         state.lap("mask_decoder")
-        labels, objects = self.label(pixel_logits[0], state.image.shape[:2], vocabulary)
+        labels, objects = self.label(pixel_logits[0], state.image.shape[:2], vocabulary, state.small)
         state.lap("postprocess")
         timings = state.timings
         timings["total"] = sum(timings.values())
@@ -316,11 +318,13 @@ class Segmenter:
             "aligned_features": aligned, "dense_embedding": dense_embedding, "flow": flow,
             "audio_embedding": audio_embedding, "class_embeddings": vocabulary.embeddings})["pixel_logits"]
 
-    def label(self, pixel_logits: np.ndarray, shape: tuple[int, int],
-              vocabulary: Vocabulary) -> tuple[np.ndarray, list[SoundingObject]]:
+    def label(self, pixel_logits: np.ndarray, shape: tuple[int, int], vocabulary: Vocabulary,
+              small: np.ndarray) -> tuple[np.ndarray, list[SoundingObject]]:
         """One frame's label map at ``shape`` (H, W) and its sounding objects, from its pixel
-        log-probabilities [K + 1, h, w] (the same decision evaluation makes, at this export's threshold)."""
-        labels, log_background = upsampled_label_map(pixel_logits, shape, self.threshold)
+        log-probabilities [K + 1, h, w] and the frame at the model's input size ``small`` (the
+        same decision evaluation makes, at this export's threshold and guided filter)."""
+        labels, log_background = upsampled_label_map(pixel_logits, shape, self.threshold, guide=small,
+                                                     guided=self.guided)
         return labels, sounding_objects(labels, log_background, vocabulary.words)
 
     def segment(self, image: np.ndarray, audio: np.ndarray, timestamp: float = 0.0, index: int = 0,

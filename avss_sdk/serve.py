@@ -193,7 +193,7 @@ def _segment_batch(segmenter: Segmenter, frames: list[_Frame]) -> None:
         pixel_logits = segmenter.decode(aligned, encoded["dense_embedding"][rows], flow[rows], heard[rows], vocabulary)
         for row, i in enumerate(rows):
             frames[i].labels, frames[i].objects = segmenter.label(pixel_logits[row], frames[i].image.shape[:2],
-                                                                  vocabulary)
+                                                                  vocabulary, smalls[i])
     for i, f in enumerate(frames):
         f.state.previous = (current[i:i + 1].copy(), smalls[i])
 

@@ -16,19 +16,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.modeling.checkpoint import CheckpointError, load_model
-from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD, GuidedFilter, upsampled_label_map
 from avss_sdk.preprocess import LOG_MEL_SECONDS, log_mel, normalize_image, resize_frame
 from avss_sdk.viz import legend, overlay
 
 
 @torch.no_grad()
 def segment(model, frames: np.ndarray, windows: list[np.ndarray], vocabulary: list[str],
-            scene: str | None, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
-    """Label maps [T, H, W] (0 background, k + 1 for vocabulary[k]) of RGB frames [T, H, W, 3], causally."""
+            scene: str | None, threshold: float = FOREGROUND_THRESHOLD, guided: GuidedFilter | None = None) -> np.ndarray:
+    """Label maps [T, H, W] (0 background, k + 1 for vocabulary[k]) of RGB frames [T, H, W, 3], causally,
+    decided as the runtime decides (:func:`avss_sdk.postprocess.upsampled_label_map`)."""
     size = model.config.image_size
     small = np.stack([resize_frame(f, size) for f in frames])
     current = torch.from_numpy(normalize_image(small))
@@ -36,9 +36,9 @@ def segment(model, frames: np.ndarray, windows: list[np.ndarray], vocabulary: li
     mel = torch.from_numpy(log_mel(np.stack(windows)))
     classes = model.text_encoder.embed_categories(vocabulary)
     scenes = model.scene_embeddings([scene] * len(frames))
-    logits = model(previous, current, mel, classes, scenes).decoder.pixel_logits
-    logits = F.interpolate(logits, size=frames.shape[1:3], mode="bilinear", align_corners=False)
-    return label_map(logits.numpy(), threshold)
+    logits = model(previous, current, mel, classes, scenes).decoder.pixel_logits.numpy()
+    return np.stack([upsampled_label_map(frame_logits, frames.shape[1:3], threshold, guide=guide, guided=guided)[0]
+                     for frame_logits, guide in zip(logits, small)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     clip = data[args.index]
     windows = [clip.audio_window(i, LOG_MEL_SECONDS) for i in range(len(clip.frames))]
     threshold = payload.get("foreground_threshold", FOREGROUND_THRESHOLD)  # calibrated when shipped
-    predicted = segment(model, clip.frames, windows, vocabulary, clip.scene if args.scene else None, threshold)
+    guided = GuidedFilter.from_dict(payload.get("guided_filter"))  # chosen with the threshold
+    predicted = segment(model, clip.frames, windows, vocabulary, clip.scene if args.scene else None, threshold,
+                        guided)
 
     names = ["background", *vocabulary]
     dimmed = (clip.frames * 0.35).astype(np.uint8)

@@ -16,6 +16,7 @@ import pytest
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.data.synthavs import generate_clip
 from avss_sdk.data.synthavs.writer import write_dataset_files
+from avss_sdk.postprocess import GuidedFilter
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.runtime.manifest import ManifestError
 from avss_sdk.runtime.text_cache import TextEmbeddingCache
@@ -71,7 +72,8 @@ def test_runtime_path_equals_the_training_path(clips, cache, default_model):
     segmenter = Segmenter(vocab=vocab, backend="onnxruntime", cache_dir=cache, log=lambda m: None, precision="fp32")
     for clip in clips:
         windows = [clip.audio_window(i, LOG_MEL_SECONDS) for i in range(len(clip.frames))]
-        reference = segment_clip.segment(model, clip.frames, windows, vocab, None, payload["foreground_threshold"])
+        reference = segment_clip.segment(model, clip.frames, windows, vocab, None, payload["foreground_threshold"],
+                                         GuidedFilter.from_dict(payload.get("guided_filter")))
         assert (_run(segmenter, clip) == reference).mean() > 0.995
 
 
@@ -318,9 +320,11 @@ def test_runtime_labels_what_evaluation_labels(cache, tmp_path):
     write_dataset_files(tmp_path, "test", 3, rows)
     dataset = AVSSDataset(tmp_path, "test", classes="all")
     data = prepare_frames(dataset, size, tmp_path / "arrays", progress=False)
+    guided = GuidedFilter.from_dict(payload.get("guided_filter"))
     reference = [((clip, t), labels, truth)
-                 for pairs, logits, targets in predictions(model, data, False, 8, False, "")
-                 for (clip, t), labels, truth in zip(pairs, label_map(logits, payload["foreground_threshold"]), targets)]
+                 for pairs, logits, targets, guides in predictions(model, data, False, 8, False, "")
+                 for (clip, t), labels, truth in zip(pairs, label_map(logits, payload["foreground_threshold"],
+                                                                      guides, guided), targets)]
     with Segmenter(backend="onnxruntime", precision="fp32", cache_dir=cache, log=lambda m: None) as segmenter:
         runtime = list(runtime_labels(segmenter, dataset, size, progress=False))
     assert [(clip, t) for clip, t, _, _ in runtime] == [tuple(pair) for pair, _, _ in reference] and len(runtime) == 180

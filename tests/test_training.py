@@ -19,6 +19,7 @@ import torch
 from avss_sdk.fileio import file_hash
 from avss_sdk.modeling.checkpoint import build_model, read_checkpoint, save_checkpoint
 from avss_sdk.modeling.ssp_ov import ModelConfig
+from avss_sdk.postprocess import GUIDED_FILTER_CANDIDATES, GuidedFilter
 from avss_sdk.runtime.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,10 +199,13 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
     payload = read_checkpoint(shipped)
     assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
     threshold = payload["foreground_threshold"]
-    assert 0 < threshold < 1 and "val harmonic mIoU by threshold" in result.stdout
+    assert 0 < threshold < 1 and "val harmonic mIoU, best five of threshold and filter" in result.stdout
+    guided = payload["guided_filter"]  # chosen with the threshold: a filter's settings, or None
+    assert guided is None or GuidedFilter.from_dict(guided) in GUIDED_FILTER_CANDIDATES
     manifest = Manifest.load(onnx)  # replaced with the checkpoint, in step
     assert file_hash(shipped) != first[0] and file_hash(onnx / "manifest.json") != first[1]
     assert manifest.model_hash == file_hash(shipped) and manifest.postprocess.foreground_threshold == threshold
+    assert manifest.postprocess.guided_filter == guided
     assert manifest.path(manifest.model.checkpoint).resolve() == shipped.resolve()
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
     assert manifest.int8 is not None and manifest.int8.calibration.clips == 1  # the INT8 step ran on --calibrate

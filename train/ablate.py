@@ -23,7 +23,7 @@ from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.fileio import write_text_atomic
 from avss_sdk.modeling.checkpoint import CheckpointError, load_model, read_checkpoint
 from avss_sdk.training.data import prepare_frames
-from avss_sdk.training.evaluate import calibrate_threshold, evaluate
+from avss_sdk.training.evaluate import calibrate_decision, evaluate
 from avss_sdk.training.trainer import train
 
 from train import load_config  # train/train.py: a script's own folder is first on sys.path
@@ -89,17 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         cache = config.data.cache or Path(config.data.root) / "cache"
         val = AVSSDataset(config.data.root, split="val", classes="all", load_flow=False)
         val_data = prepare_frames(val, config.model.image_size, cache, progress=not args.quiet)
-        threshold, _ = calibrate_threshold(model, val_data, val.base_ids, val.novel_ids, progress=not args.quiet)
+        threshold, guided, _ = calibrate_decision(model, val_data, val.base_ids, val.novel_ids,
+                                                  progress=not args.quiet)
         dataset = AVSSDataset(config.data.root, split=args.split, classes="all", load_flow=False)
         data = prepare_frames(dataset, config.model.image_size, cache, progress=not args.quiet)
         result = evaluate(model, data, dataset.base_ids, dataset.novel_ids, scene_text=True, progress=not args.quiet,
-                          threshold=threshold)
+                          threshold=threshold, guided=guided)
         s, m, st = result.scores, result.moving, result.still
         rows.append(f"| {name} | {s.base_miou:.1f} | {s.novel_miou:.1f} | {s.harmonic_miou:.1f} | "
                     f"{result.avss_miou:.1f} | {result.avss_fscore:.1f} | {m.base_miou:.1f} / {m.novel_miou:.1f} | "
                     f"{st.base_miou:.1f} / {st.novel_miou:.1f} |")
         payload[name] = {"switches": switches, "train_seconds": round(train_seconds), "foreground_threshold": threshold,
-                         **result.to_dict()}
+                         "guided_filter": guided.to_dict() if guided else None, **result.to_dict()}
         print(rows[-1], flush=True)
         write_table(Path(args.out), args.config, base, args.split, rows, payload)
 

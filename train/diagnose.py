@@ -33,7 +33,7 @@ from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.data.synthavs import render_clip, sample_scene
 from avss_sdk.data.synthavs.writer import SUBSET, clip_rng
 from avss_sdk.metrics import IGNORE_INDEX
-from avss_sdk.postprocess import FOREGROUND_THRESHOLD, label_map
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD, GuidedFilter, label_map
 from avss_sdk.training.data import prepare_frames, resize_frame_labels
 from avss_sdk.training.evaluate import load_model_and_split, predictions
 
@@ -89,14 +89,15 @@ def object_state(obj, on: list[bool], t: int, objects: list) -> str:
     return "silent twin of a sounding category" if twin else "silent distractor"
 
 
-def diagnose(model, data, dataset: AVSSDataset, threshold: float, band: int, progress: bool) -> dict:
+def diagnose(model, data, dataset: AVSSDataset, threshold: float, band: int, progress: bool,
+             guided: GuidedFilter | None = None) -> dict:
     """Every figure of the module docstring, as a dict."""
     root = Path(dataset.root)
     size = data.frames.shape[2]
     counts = Counter()
     rendered_clip, rendered = -1, None
-    for pairs, logits, targets in predictions(model, data, False, 32, progress, "diagnosing"):
-        labels = label_map(logits, threshold)
+    for pairs, logits, targets, guides in predictions(model, data, False, 32, progress, "diagnosing"):
+        labels = label_map(logits, threshold, guides, guided)
         for (clip, t), pred, gt in zip(pairs, labels, targets):
             if clip != rendered_clip:  # frames come clip by clip: render each clip once
                 rendered_clip, rendered = clip, clip_instances(root, data.uids[clip], size)
@@ -122,7 +123,8 @@ def diagnose(model, data, dataset: AVSSDataset, threshold: float, band: int, pro
                 pixels = truth & found & np.isin(gt, ids)
                 counts.add(f"words: {name}", (right & pixels).sum(), pixels.sum())
     return {
-        "threshold": threshold, "frames": int(len(data.frame_index())), "band": band,
+        "threshold": threshold, "guided_filter": str(guided) if guided else None,
+        "frames": int(len(data.frame_index())), "band": band,
         "sounding mask IoU": counts.share("iou"), "sounding mask boundary IoU": counts.share("boundary iou"),
         "missed: share of sounding pixels": counts.share("missed: on a sounding object"),
         "spurious on background (share of spurious)": counts.share("spurious: on the background"),
@@ -139,7 +141,7 @@ def format_table(name: str, report: dict) -> str:
         return "n/a" if value is None else f"{value:.1f}"
 
     lines = [f"## {name}", "", f"{report['frames']} frames, foreground threshold {report['threshold']}, "
-             f"boundary band {report['band']} px, no scene text.", "", "| measure | % |", "|---|---:|",
+             f"{report.get('guided_filter') or 'no guided filter'}, boundary band {report['band']} px, no scene text.", "", "| measure | % |", "|---|---:|",
              f"| sounding mask IoU (class-agnostic) | {cell(report['sounding mask IoU'])} |",
              f"| sounding mask boundary IoU | {cell(report['sounding mask boundary IoU'])} |",
              f"| sounding pixels missed | {cell(report['missed: share of sounding pixels'])} |",
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="a SynthAVS-OV dataset root")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--threshold", type=float, help="foreground threshold (default: the checkpoint's)")
+    parser.add_argument("--no-guided-filter", action="store_true",
+                        help="decide without the checkpoint's guided filter (the decoder's outlines alone)")
     parser.add_argument("--band", type=int, default=3, help="boundary band in pixels (default 3)")
     parser.add_argument("--name", help="row heading (default: the checkpoint)")
     parser.add_argument("--out", type=Path, help="append the table to this markdown file; JSON beside it")
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.threshold if args.threshold is not None else payload.get("foreground_threshold",
                                                                               FOREGROUND_THRESHOLD)
     data = prepare_frames(dataset, model.config.image_size, args.data / "cache", progress=not args.quiet)
-    report = diagnose(model, data, dataset, threshold, args.band, not args.quiet)
+    guided = None if args.no_guided_filter else GuidedFilter.from_dict(payload.get("guided_filter"))
+    report = diagnose(model, data, dataset, threshold, args.band, not args.quiet, guided)
     name = args.name or str(args.checkpoint)
     table = format_table(f"{name} on {args.data} ({args.split}, {len(dataset)} clips)", report)
     print(table)

@@ -23,7 +23,7 @@ import torch
 from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.fileio import write_text_atomic
 from avss_sdk.modeling.checkpoint import resolve_checkpoint
-from avss_sdk.postprocess import FOREGROUND_THRESHOLD
+from avss_sdk.postprocess import FOREGROUND_THRESHOLD, GuidedFilter
 from avss_sdk.training.data import prepare_frames
 from avss_sdk.training.evaluate import (EvaluationResult, SplitScores, evaluate, evaluate_runtime,
                                        load_model_and_split)
@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                         help="with --runtime onnxruntime: auto (the default: the INT8 stages the export accepted, "
                         "on a CPU), fp32 or int8")
+    parser.add_argument("--no-guided-filter", action="store_true",
+                        help="decide on the decoder's upsampled output alone, without the checkpoint's guided filter")
     args = parser.parse_args(argv)
+    if args.runtime and args.no_guided_filter:
+        parser.error("--no-guided-filter applies to the checkpoint's evaluation; the runtime follows its manifest")
     if args.runtime:
         return evaluate_with_runtime(args)
 
@@ -111,14 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_frames(dataset, model.config.image_size, args.cache or Path(args.data) / "cache",
                           progress=not args.quiet)
     threshold = payload.get("foreground_threshold", FOREGROUND_THRESHOLD)
-    print(f"foreground threshold {threshold}")
+    guided = None if args.no_guided_filter else GuidedFilter.from_dict(payload.get("guided_filter"))
+    print(f"foreground threshold {threshold}, {guided or 'no guided filter'}")
     modes = {"both": [True, False], "given": [True], "none": [False]}[args.scene_text]
     results = {}
     for scene_text in modes:
         name = "with_scene_text" if scene_text else "without_scene_text"
         tic = time.perf_counter()
         result = evaluate(model, data, dataset.base_ids, dataset.novel_ids, scene_text, args.batch_size,
-                          progress=not args.quiet, threshold=threshold)
+                          progress=not args.quiet, threshold=threshold, guided=guided)
         print(format_result(name.replace("_", " "), result) + f"\n  ({time.perf_counter() - tic:.0f} s)")
         results[name] = result.to_dict()
     print(format_classes(result))
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "data": str(args.data),
                                "split": args.split, "image_size": model.config.image_size,
                                "threads": torch.get_num_threads(), "foreground_threshold": threshold,
+                               "guided_filter": guided.to_dict() if guided else None,
                                "results": results})
         print(f"wrote {args.json}")
     return 0

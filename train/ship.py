@@ -5,7 +5,8 @@
 
 Writes ``avss_sdk/models/ssp_ov_default.pt`` (weights in float16, optimiser state
 dropped; the model runs in float32 after loading) with the training config and the
-foreground threshold picked on a validation split (``--calibrate``), and its checked
+foreground threshold and the guided filter that refines outlines (or none), picked together on a
+validation split (``--calibrate``), and its checked
 FP32 ONNX export with manifest and tokenizer in ``avss_sdk/models/default/``, the
 directory the torch-free runtime runs from. With calibration data (``--int8-calibration``,
 by default the ``--calibrate`` data) the export also gets its INT8 files
@@ -47,18 +48,21 @@ def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=p
     if int8 is not None:
         check_calibration(int8, "val", int8_clips, int8_check_clips)  # before the export, not after
     model, payload = load_model(checkpoint)
-    extra = {key: payload[key] for key in ("step", "train_config", "vocabulary", "foreground_threshold")
-             if key in payload}
+    extra = {key: payload[key] for key in ("step", "train_config", "vocabulary", "foreground_threshold",
+                                           "guided_filter") if key in payload}
     if calibrate is not None:
         from avss_sdk.data.avsbench import AVSSDataset
         from avss_sdk.training.data import prepare_frames
-        from avss_sdk.training.evaluate import calibrate_threshold
+        from avss_sdk.training.evaluate import calibrate_decision
 
         dataset = AVSSDataset(calibrate, split="val", classes="all", load_flow=False)
         data = prepare_frames(dataset, model.config.image_size, calibrate / "cache")
-        threshold, scores = calibrate_threshold(model, data, dataset.base_ids, dataset.novel_ids)
-        log("val harmonic mIoU by threshold: " + ", ".join(f"{t}: {v:.1f}" for t, v in scores.items()))
+        threshold, guided, scores = calibrate_decision(model, data, dataset.base_ids, dataset.novel_ids)
+        best = sorted(scores.items(), key=lambda item: -item[1])[:5]
+        log("val harmonic mIoU, best five of threshold and filter: " + "; ".join(f"{k}: {v:.1f}" for k, v in best))
+        log(f"chose threshold {threshold} with {guided or 'no guided filter'}")
         extra["foreground_threshold"] = threshold
+        extra["guided_filter"] = guided.to_dict() if guided else None
 
     out = Path(out)
     onnx_dir = out.parent / "default"
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint (e.g. runs/default/model.pt)")
     parser.add_argument("--calibrate", type=Path, metavar="DATA",
-                        help="pick the foreground threshold on DATA's val split (stored with the model)")
+                        help="pick the foreground threshold and guided filter on DATA's val split "
+                             "(stored with the model)")
     parser.add_argument("--int8-calibration", type=Path, metavar="DATA",
                         help="SynthAVS root whose val clips calibrate and judge the INT8 files "
                              "(default: the --calibrate data; INT8 runs whenever there is calibration data)")

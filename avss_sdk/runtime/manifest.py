@@ -13,7 +13,8 @@ Layout (``format`` "avss_sdk.manifest", ``version`` 1)::
     precision:    the precision engines were asked for ("fp16" or "fp32")
     max_vocab:    the largest vocabulary the engines' profiles accept
     preprocess:   image_size, image_mean, image_std, sample_rate, mel_* parameters, flow_stride
-    postprocess:  foreground_threshold
+    postprocess:  foreground_threshold, guided_filter (null, or radius, eps and subsample of the
+                  filter that refines P(object) with the input frame as guide)
     text:         tokenizer, context_length, embed_dim, category_templates, scene_template,
                   no_scene_embedding (the learned embedding used when no scene text is given)
     stages:       per stage: onnx {precision: file}, sha256 {precision: sha256 of that file},
@@ -49,8 +50,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avss_sdk.errors import AvssError
+from avss_sdk.errors import AvssError, InputError
 from avss_sdk.media import SAMPLE_RATE
+from avss_sdk.postprocess import GuidedFilter
 from avss_sdk.preprocess import IMAGE_MEAN, IMAGE_STD, LOG_MEL_SAMPLES, MEL_BANDS, MEL_FRAMES
 from avss_sdk.fileio import file_hash, write_atomic  # noqa: F401  (file_hash: part of this module's API)
 
@@ -202,18 +204,29 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class Postprocess:
-    """The label decision: a pixel is an object where its foreground probability reaches the threshold."""
+    """The label decision: a pixel is an object where its foreground probability, refined by the
+    guided filter where there is one, exceeds the threshold."""
 
     foreground_threshold: float
+    guided_filter: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         value = _number(self.foreground_threshold, "postprocess.foreground_threshold")
         if not 0.0 <= value <= 1.0:
             raise ManifestError(f"postprocess.foreground_threshold must be in [0, 1], got {value}")
+        try:
+            GuidedFilter.from_dict(self.guided_filter)
+        except InputError as error:
+            raise ManifestError(f"postprocess.guided_filter: {error}") from None
+
+    @property
+    def guided(self) -> GuidedFilter | None:
+        """The guided filter, or None for none."""
+        return GuidedFilter.from_dict(self.guided_filter)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Postprocess":
-        return cls(values.get("foreground_threshold"))
+        return cls(values.get("foreground_threshold"), values.get("guided_filter"))
 
 
 @dataclass(frozen=True)

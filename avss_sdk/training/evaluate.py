@@ -23,7 +23,8 @@ from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.metrics import AVSSMeter, OVMeter
 from avss_sdk.modeling.checkpoint import CheckpointError, load_model
 from avss_sdk.modeling.ssp_ov import SSPOV
-from avss_sdk.postprocess import FOREGROUND_THRESHOLD, decide, foreground_and_words, label_map
+from avss_sdk.postprocess import (FOREGROUND_THRESHOLD, GUIDED_FILTER_CANDIDATES, GuidedFilter, decide, label_map,
+                                  refined_foreground_and_words)
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.training.data import FrameArrays, label_lookup, make_batch, resize_frame_labels
 
@@ -83,8 +84,9 @@ def pixel_log_probs(model: SSPOV, previous: torch.Tensor, current: torch.Tensor,
 
 
 def predictions(model: SSPOV, data: FrameArrays, scene_text: bool, batch_size: int, progress: bool,
-                 desc: str) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
-    """(frame pairs, per-pixel log-probabilities, targets) per batch of every valid frame, whole vocabulary."""
+                 desc: str) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray]]:
+    """(frame pairs, per-pixel log-probabilities, targets, the RGB input frames [B, S, S, 3]) per batch of
+    every valid frame, whole vocabulary."""
     model.eval()
     vocabulary = data.class_names[1:]
     lookup = label_lookup(data.class_names, vocabulary)  # identity on dataset ids; ignore stays ignore
@@ -95,34 +97,38 @@ def predictions(model: SSPOV, data: FrameArrays, scene_text: bool, batch_size: i
         batch = make_batch(data, pairs, lookup)
         scene = model.scene_embeddings(batch.scenes if scene_text else [None] * len(pairs))
         logits = pixel_log_probs(model, batch.previous, batch.current, batch.log_mel, classes, scene)
-        yield pairs, logits, batch.targets.numpy()
+        yield pairs, logits, batch.targets.numpy(), np.stack([data.frames[c, t] for c, t in pairs])
 
 
 @torch.no_grad()
-def calibrate_threshold(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int],
-                        candidates: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
-                        batch_size: int = 32, progress: bool = True) -> tuple[float, dict[float, float]]:
-    """The foreground threshold with the best harmonic mIoU on ``data`` (a validation split, no scene text)."""
-    meters = {t: OVMeter(len(data.class_names), base_ids, novel_ids) for t in candidates}
-    for _, logits, targets in predictions(model, data, False, batch_size, progress, "calibrating"):
-        foreground, words = foreground_and_words(logits)
-        for threshold, meter in meters.items():
-            meter.update(decide(foreground, words, threshold), targets)
-    scores = {t: 100 * m.compute().harmonic_miou for t, m in meters.items()}
-    return max(scores, key=scores.get), scores
+def calibrate_decision(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int],
+                       thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
+                       filters: tuple[GuidedFilter | None, ...] = GUIDED_FILTER_CANDIDATES, batch_size: int = 32,
+                       progress: bool = True) -> tuple[float, GuidedFilter | None, dict[str, float]]:
+    """The foreground threshold and guided filter (or none) with the best harmonic mIoU on ``data``
+    (a validation split, no scene text), and every pair's score by name."""
+    meters = {(g, t): OVMeter(len(data.class_names), base_ids, novel_ids) for g in filters for t in thresholds}
+    for _, logits, targets, guides in predictions(model, data, False, batch_size, progress, "calibrating"):
+        for guided in filters:
+            foreground, words = refined_foreground_and_words(logits, guides, guided)
+            for threshold in thresholds:
+                meters[guided, threshold].update(decide(foreground, words, threshold), targets)
+    scores = {key: 100 * m.compute().harmonic_miou for key, m in meters.items()}
+    guided, threshold = max(scores, key=scores.get)
+    return threshold, guided, {f"{g or 'no filter'}, {t}": v for (g, t), v in scores.items()}
 
 
 @torch.no_grad()
 def evaluate(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int], scene_text: bool,
              batch_size: int = 32, progress: bool = True,
-             threshold: float = FOREGROUND_THRESHOLD) -> EvaluationResult:
+             threshold: float = FOREGROUND_THRESHOLD, guided: GuidedFilter | None = None) -> EvaluationResult:
     """Segment every valid frame of ``data`` and score it (see the module docstring)."""
     num_classes = len(data.class_names)
     overall, moving, still = (OVMeter(num_classes, base_ids, novel_ids) for _ in range(3))
     avss = AVSSMeter(num_classes)
     counts = {"moving": 0, "still": 0}
-    for pairs, logits, targets in predictions(model, data, scene_text, batch_size, progress, "evaluating"):
-        labels = label_map(logits, threshold)
+    for pairs, logits, targets, guides in predictions(model, data, scene_text, batch_size, progress, "evaluating"):
+        labels = label_map(logits, threshold, guides, guided)
         for (clip, t), pred, gt in zip(pairs, labels, targets):
             overall.update(pred, gt)
             avss.update(pred, gt)
