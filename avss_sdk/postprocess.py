@@ -109,7 +109,7 @@ class GuidedFilter:
 # What ``train/ship.py`` chooses from on the val split, with the threshold (None: no refinement).
 GUIDED_FILTER_CANDIDATES: tuple[GuidedFilter | None, ...] = (
     None, GuidedFilter(4, 1e-3), GuidedFilter(4, 1e-2), GuidedFilter(8, 1e-3), GuidedFilter(8, 1e-2),
-    GuidedFilter(8, 1e-2, 4), GuidedFilter(12, 1e-2), GuidedFilter(12, 1e-2, 4))
+    GuidedFilter(8, 1e-3, 4), GuidedFilter(8, 1e-2, 4), GuidedFilter(12, 1e-2), GuidedFilter(12, 1e-2, 4))
 
 
 def foreground_and_words(pixel_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
