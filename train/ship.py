@@ -60,7 +60,9 @@ def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=p
         threshold, guided, scores = calibrate_decision(model, data, dataset.base_ids, dataset.novel_ids)
         best = sorted(scores.items(), key=lambda item: -item[1])[:5]
         log("val harmonic mIoU, best five of threshold and filter: " + "; ".join(f"{k}: {v:.1f}" for k, v in best))
-        log(f"chose threshold {threshold} with {guided or 'no guided filter'}")
+        plain = max((v, k) for k, v in scores.items() if k.startswith("no filter"))
+        log(f"chose threshold {threshold} with {guided or 'no guided filter'} (best without a filter: "
+            f"{plain[1]}: {plain[0]:.1f})")
         extra["foreground_threshold"] = threshold
         extra["guided_filter"] = guided.to_dict() if guided else None
 
