@@ -34,8 +34,8 @@ class GuidedFilter:
     colours scaled to [0, 1]), so a sharp colour edge inside a window becomes a sharp edge of
     the output. Written with ``cv2.boxFilter`` because the OpenCV that ships the filter
     (``cv2.ximgproc``, opencv-contrib) conflicts with opencv-python and is absent from
-    Jetson's system OpenCV; the 3 x 3 solve per pixel is closed-form for the same reason
-    ``np.linalg.solve`` over every pixel is 20 times slower.
+    Jetson's system OpenCV; the 3 x 3 solve per pixel is closed-form (by the adjugate) because
+    ``np.linalg.solve`` over every pixel is several times slower.
     """
 
     radius: int
@@ -132,15 +132,20 @@ def refined_foreground_and_words(pixel_logits: np.ndarray, guides: np.ndarray | 
     ``guides``: the RGB frames [..., H, W, 3] the model saw, at the size of ``pixel_logits``.
     """
     foreground, words = foreground_and_words(pixel_logits)
+    return refine_foreground(foreground, guides, guided), words
+
+
+def refine_foreground(foreground: np.ndarray, guides: np.ndarray | None, guided: GuidedFilter | None) -> np.ndarray:
+    """P(object) [..., H, W] refined frame by frame by ``guided`` with ``guides`` [..., H, W, 3]
+    (unchanged where ``guided`` is None)."""
     if guided is None:
-        return foreground, words
+        return foreground
     if guides is None or np.shape(guides) != (*foreground.shape, 3):
         raise InputError(f"the guided filter needs one RGB frame per label map {foreground.shape}, "
                          f"got {None if guides is None else np.shape(guides)}")
     flat = foreground.reshape(-1, *foreground.shape[-2:])
     frames = np.asarray(guides).reshape(-1, *np.shape(guides)[-3:])
-    refined = np.stack([guided(f, g) for f, g in zip(flat, frames)]).reshape(foreground.shape)
-    return refined, words
+    return np.stack([guided(f, g) for f, g in zip(flat, frames)]).reshape(foreground.shape)
 
 
 def label_map(pixel_logits: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, guides: np.ndarray | None = None,

@@ -23,8 +23,8 @@ from avss_sdk.data.avsbench import AVSSDataset
 from avss_sdk.metrics import AVSSMeter, OVMeter
 from avss_sdk.modeling.checkpoint import CheckpointError, load_model
 from avss_sdk.modeling.ssp_ov import SSPOV
-from avss_sdk.postprocess import (FOREGROUND_THRESHOLD, GUIDED_FILTER_CANDIDATES, GuidedFilter, decide, label_map,
-                                  refined_foreground_and_words)
+from avss_sdk.postprocess import (FOREGROUND_THRESHOLD, GUIDED_FILTER_CANDIDATES, GuidedFilter, decide,
+                                  foreground_and_words, label_map, refine_foreground)
 from avss_sdk.preprocess import LOG_MEL_SECONDS
 from avss_sdk.training.data import FrameArrays, label_lookup, make_batch, resize_frame_labels
 
@@ -109,8 +109,9 @@ def calibrate_decision(model: SSPOV, data: FrameArrays, base_ids: list[int], nov
     (a validation split, no scene text), and every pair's score by name."""
     meters = {(g, t): OVMeter(len(data.class_names), base_ids, novel_ids) for g in filters for t in thresholds}
     for _, logits, targets, guides in predictions(model, data, False, batch_size, progress, "calibrating"):
+        plain, words = foreground_and_words(logits)  # the words do not depend on the filter
         for guided in filters:
-            foreground, words = refined_foreground_and_words(logits, guides, guided)
+            foreground = refine_foreground(plain, guides, guided)
             for threshold in thresholds:
                 meters[guided, threshold].update(decide(foreground, words, threshold), targets)
     scores = {key: 100 * m.compute().harmonic_miou for key, m in meters.items()}
