@@ -134,10 +134,10 @@ def test_training_does_not_resume_from_a_planted_last_checkpoint(tmp_path, tiny_
 
 def test_ablation_does_not_read_a_planted_model(tmp_path):
     marker = tmp_path / "code-ran"
-    variant = tmp_path / "ablation" / "full"
+    variant = tmp_path / "ablation" / "full" / "seed0"
     variant.mkdir(parents=True)
     plant(variant / "model.pt", marker)
-    done = _run([str(ROOT / "train" / "ablate.py"), "--config", str(ROOT / "train/configs/ablation.yaml"), "--only", "full", "--quiet", "--out", str(tmp_path / "table"),
+    done = _run([str(ROOT / "train" / "ablate.py"), "--config", str(ROOT / "train/configs/ablation.yaml"), "--only", "full", "--seeds", "0", "--quiet", "--out", str(tmp_path / "table"),
                  "--set", f"out={tmp_path / 'ablation'}", "--data", str(tmp_path / "data")], tmp_path)
     assert not marker.exists()
     assert done.returncode != 0

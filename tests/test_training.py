@@ -239,17 +239,29 @@ def test_evaluate_cli_scores_the_torch_free_runtime(synth, tmp_path):
     assert payload["runtime"].endswith("(CPUExecutionProvider, fp32)") and payload["scores"]["frames"] == 12
 
 
-def test_ablate_writes_a_table(synth, tmp_path):
+def test_ablate_writes_a_table_over_seeds_and_reuses_finished_runs(synth, tmp_path):
     sets = [*TINY, f"data.root={synth}", "optim.steps=2", f"out={tmp_path / 'runs'}"]
     out = tmp_path / "ablation"
-    result = _run(_cmd("ablate.py", "--only", "full", "--only", "no flow pre-mask", "--out", str(out), "--quiet",
-                       *[a for s in sets for a in ("--set", s)]))
+    ablate = _cmd("ablate.py", "--only", "full", "--only", "no flow pre-mask", "--out", str(out), "--quiet",
+                  *[a for s in sets for a in ("--set", s)])
+    result = _run([*ablate, "--seeds", "0", "1"])
     assert result.returncode == 0, result.stderr[-2000:]
     table = (out.with_suffix(".md")).read_text()
-    assert "| full |" in table and "| no flow pre-mask |" in table and "no scene prompt" not in table
+    assert re.search(r"\| full \| 0, 1 \| [\d.]+ \([\d.]+-[\d.]+\) \|", table), table
+    assert "| no flow pre-mask | 0, 1 |" in table and "no scene prompt" not in table
+    assert re.search(r"\| no flow pre-mask \| [+-][\d.]+ \((beyond|within) noise\) \|", table), table
     payload = json.loads(out.with_suffix(".json").read_text())
-    assert payload["no flow pre-mask"]["switches"] == ["model.use_premask=false"]
-    assert (tmp_path / "runs" / "no_flow_pre_mask" / "model.pt").is_file()
+    runs = payload["no flow pre-mask"]
+    assert sorted(runs) == ["0", "1"]
+    assert runs["1"]["train_config"]["model"]["use_premask"] is False and runs["1"]["train_config"]["optim"]["seed"] == 1
+    first = tmp_path / "runs" / "no_flow_pre_mask" / "seed0"
+    stamps = {p.name: p.stat().st_mtime_ns for p in (first / "model.pt", first / "ablation_result.json")}
+    again = _run([*ablate, "--seeds", "0"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (first / "model.pt", first / "ablation_result.json")} == stamps
+    assert "(one seed: noise unknown)" in out.with_suffix(".md").read_text()
+    bad = _run([*ablate, "--seeds", "0", "0"])
+    assert bad.returncode != 0 and "--seeds must be distinct" in bad.stderr
 
 
 def test_segment_clip_sample_and_model_stats(synth, trained, tmp_path):
