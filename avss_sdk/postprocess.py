@@ -103,7 +103,8 @@ class GuidedFilter:
         coefficients = cv2.boxFilter(coefficients, -1, size, borderType=cv2.BORDER_REFLECT)
         if self.subsample > 1:
             coefficients = cv2.resize(coefficients, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-        return (coefficients[..., :3] * image).sum(axis=-1) + coefficients[..., 3]
+        # einsum: a product summed over a last axis of 3 is several times slower as (x * y).sum(-1)
+        return np.einsum("hwc,hwc->hw", coefficients[..., :3], image) + coefficients[..., 3]
 
 
 # What ``train/ship.py`` chooses from on the val split, with the threshold (None: no refinement).
@@ -199,12 +200,14 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
     near = cv2.dilate(sounding_cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if not near.any():
         return np.zeros((height, width), np.int32), background
-    words = np.unique(np.argmax(logits[1:], axis=0)[near]) + 1
-    if len(words) == 1:
-        word_map = np.full((height, width), words[0], np.int32)
-    else:
-        grid = (min(width, logits.shape[2] * word_stride), min(height, logits.shape[1] * word_stride))
-        fine = cv2.resize(np.ascontiguousarray(logits[words].transpose(1, 2, 0)), grid, interpolation=cv2.INTER_LINEAR)
-        word_index = np.argmax(fine, axis=-1).astype(np.uint16)
-        word_map = words[cv2.resize(word_index, (width, height), interpolation=cv2.INTER_NEAREST)].astype(np.int32)
-    return np.where(background < limit, word_map, 0).astype(np.int32), background
+    words = (np.unique(np.argmax(logits[1:], axis=0)[near]) + 1).astype(np.int32)
+    labels = np.zeros((height, width), np.int32)
+    if len(words) == 1:  # one word: no word map at camera size (copyto, not where: no temporaries)
+        np.copyto(labels, words[0], where=background < limit)
+        return labels, background
+    grid = (min(width, logits.shape[2] * word_stride), min(height, logits.shape[1] * word_stride))
+    fine = cv2.resize(np.ascontiguousarray(logits[words].transpose(1, 2, 0)), grid, interpolation=cv2.INTER_LINEAR)
+    word_index = np.argmax(fine, axis=-1).astype(np.uint16)
+    np.copyto(labels, words[cv2.resize(word_index, (width, height), interpolation=cv2.INTER_NEAREST)],
+              where=background < limit)
+    return labels, background

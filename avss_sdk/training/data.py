@@ -222,7 +222,7 @@ def make_batch(data: FrameArrays, pairs: np.ndarray, lookup: np.ndarray, flip: n
 
     ``flip`` [B] bool mirrors samples horizontally (flow's x component flips sign).
     """
-    clips, times = pairs[:, 0], pairs[:, 1]
+    clips = pairs[:, 0]
     current = np.stack([data.frames[c, t] for c, t in pairs])
     previous = np.stack([data.frames[c, max(t - 1, 0)] for c, t in pairs])
     labels = lookup[np.stack([data.labels[c, t] for c, t in pairs])]
