@@ -7,7 +7,7 @@ each run on the test split with the clips' scene text (SSP's setting), and write
 ``benchmarks/results/ablation.md`` (and ``.json``): per variant the mean over seeds with
 the seeds' range of base / novel / harmonic mIoU, AVSS mIoU and F, and harmonic mIoU on
 frames whose sounding objects move / stand still; then what each idea buys (full minus
-the variant) and whether that exceeds the seed-to-seed spread.
+the variant, seed by seed) and whether its sign holds on every seed.
 
 Each run lives in ``OUT/<variant>/seed<k>/`` (OUT is the config's ``out``) and resumes
 like train.py; a finished run keeps its scores in ``ablation_result.json`` there, so
@@ -68,23 +68,28 @@ def spread(values: list[float]) -> str:
     return f"{mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def gain(full: list[float], variant: list[float]) -> str:
-    """Full minus variant, called beyond noise only when the two seed ranges do not overlap."""
-    difference = mean(full) - mean(variant)
-    if min(len(full), len(variant)) < 2:
-        return f"{difference:+.1f} (one seed: noise unknown)"
-    apart = min(full) > max(variant) or min(variant) > max(full)
-    return f"{difference:+.1f} ({'beyond' if apart else 'within'} noise)"
+def gain(full: dict[int, float], variant: dict[int, float]) -> str:
+    """Full minus variant, mean over the seeds both have, with each seed's difference (the same seed
+    gives both the same batches and the same random stream for their initial weights)."""
+    seeds = sorted(set(full) & set(variant))
+    if not seeds:
+        return "n/a"
+    differences = [full[s] - variant[s] for s in seeds]
+    each = ", ".join(f"{d:+.1f}" for d in differences)
+    if len(seeds) < 2:
+        return f"{differences[0]:+.1f} (one seed)"
+    signs = {d > 0 for d in differences}
+    return f"{mean(differences):+.1f} ({each}: {'same sign on every seed' if len(signs) == 1 else 'signs differ'})"
 
 
 def write_table(path: Path, config: str, base: TrainConfig, split: str, seeds: list[int],
                 results: dict[str, dict[int, dict]]) -> None:
     """Write the markdown tables and the JSON from every finished run (again after each run,
     so a cut-short ablation keeps what it has)."""
-    values = {name: {column: [figure(r, key) for r in runs.values()] for column, key in METRICS}
+    values = {name: {column: {seed: figure(r, key) for seed, r in runs.items()} for column, key in METRICS}
               for name, runs in results.items() if runs}
     rows = [f"| {name} | {', '.join(map(str, sorted(results[name])))} | "
-            + " | ".join(spread(v[column]) for column, _ in METRICS) + " |" for name, v in values.items()]
+            + " | ".join(spread(list(v[column].values())) for column, _ in METRICS) + " |" for name, v in values.items()]
     gains = [f"| {name} | " + " | ".join(gain(values["full"][column], v[column]) for column in GAINS) + " |"
              for name, v in values.items() if name != "full" and "full" in values]
     machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
@@ -105,8 +110,11 @@ def write_table(path: Path, config: str, base: TrainConfig, split: str, seeds: l
         "",
         "## What each idea buys",
         "",
-        "Full minus the variant (positive: the idea helps). Beyond noise: the two variants' ranges over seeds "
-        "do not overlap.",
+        "Full minus the variant (positive: the idea helps), the mean over seeds and each seed's difference. "
+        "A seed gives every variant the same batches in the same order and draws its initial weights from the "
+        "same random stream, so a seed's pair is compared like with like. A difference whose sign differs "
+        "between seeds is within the noise; the same sign on two seeds is weak evidence (it happens half the "
+        "time by chance), more seeds make it stronger.",
         "",
         "| without | " + " | ".join(GAINS) + " |",
         "|---|" + "---|" * len(GAINS),
