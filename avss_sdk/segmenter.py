@@ -79,7 +79,7 @@ class SceneEmbedding:
 
 @dataclass
 class FrameState:
-    """One frame on its way through :meth:`Segmenter.prepare`, ``encode_image``, ``decode_masks`` and ``finish``.
+    """One frame on its way through :meth:`Segmenter.prepare`, ``encode_image`` and ``finish``.
 
     ``timings`` gets milliseconds per stage; ``started`` is when ``prepare`` began (latency).
     """
@@ -94,8 +94,6 @@ class FrameState:
     encoded: dict[str, np.ndarray] | None = None
     aligned: np.ndarray | None = None  # VTA's output, for aligned_for's vocabulary and scene
     aligned_for: tuple[Vocabulary, SceneEmbedding] | None = None
-    pixel_logits: np.ndarray | None = None  # the mask decoder's output, for decoded_for's vocabulary
-    decoded_for: Vocabulary | None = None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     _clock: float = 0.0
@@ -287,30 +285,18 @@ class Segmenter:
         state.aligned_for = (vocabulary, scene)
         state.lap("vta")
 
-    def decode_masks(self, state: FrameState) -> FrameState:
-        """Third part of :meth:`segment`: the mask decoder with the vocabulary in use now (VTA again
-        first if the words or the scene changed since ``encode_image``)."""
+    def finish(self, state: FrameState) -> Result:
+        """Last part of :meth:`segment`: the mask decoder and labels, with the vocabulary in use now."""
         self._check_open()
         vocabulary = self._vocabulary
         state.restart()
         used = state.aligned_for
         if used is None or used[0] is not vocabulary or used[1] is not self._scene:
-            self._align(state)
-        state.pixel_logits = self.decode(state.aligned, state.encoded["dense_embedding"], state.flow,
-                                         state.audio_embedding, vocabulary)
-        state.decoded_for = vocabulary
+            self._align(state)  # the words or the scene changed since encode_image
+        pixel_logits = self.decode(state.aligned, state.encoded["dense_embedding"], state.flow,
+                                   state.audio_embedding, vocabulary)
         state.lap("mask_decoder")
-        return state
-
-    def finish(self, state: FrameState) -> Result:
-        """Last part of :meth:`segment`: the labels, in the words the mask decoder saw (it runs here
-        first unless :meth:`decode_masks` ran)."""
-        if state.pixel_logits is None:
-            self.decode_masks(state)
-        self._check_open()
-        state.restart()
-        vocabulary = state.decoded_for
-        labels, objects = self.label(state.pixel_logits[0], state.image.shape[:2], vocabulary, state.small)
+        labels, objects = self.label(pixel_logits[0], state.image.shape[:2], vocabulary, state.small)
         state.lap("postprocess")
         timings = state.timings
         timings["total"] = sum(timings.values())
@@ -327,7 +313,7 @@ class Segmenter:
                vocabulary: Vocabulary) -> np.ndarray:
         """The mask decoder for a batch of frames that share ``vocabulary`` (batch B of every input, ``aligned``
         from :meth:`align`): pixel log-probabilities [B, K + 1, h, w]. The server batches frames of several
-        streams through :meth:`align` and this; :meth:`decode_masks` passes one frame."""
+        streams through :meth:`align` and this; :meth:`finish` passes one frame."""
         return self.backend.run("mask_decoder", {
             "aligned_features": aligned, "dense_embedding": dense_embedding, "flow": flow,
             "audio_embedding": audio_embedding, "class_embeddings": vocabulary.embeddings})["pixel_logits"]
@@ -348,11 +334,10 @@ class Segmenter:
         ``audio``: what :func:`avss_sdk.media.as_mono` takes (float in [-1, 1] or int16/int32
         PCM; mono, [N, C] or [C, N]) at ``sample_rate``. Bad input is an ``InputError``
         (a ``ValueError``) saying what was expected. The same as
-        ``finish(decode_masks(encode_image(prepare(...))))``; ``Stream`` runs those four on
-        different threads so that consecutive frames overlap.
+        ``finish(encode_image(prepare(...)))``; ``Stream`` runs those three on different
+        threads so that consecutive frames overlap.
         """
-        return self.finish(self.decode_masks(self.encode_image(self.prepare(image, audio, timestamp, index,
-                                                                             sample_rate))))
+        return self.finish(self.encode_image(self.prepare(image, audio, timestamp, index, sample_rate)))
 
     def close(self) -> None:
         """Release the backend (idempotent); a text-encoder call in progress finishes first."""

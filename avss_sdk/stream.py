@@ -162,10 +162,10 @@ class Stream:
     (``RemoteSegmenter``) instead of in this process; ``engines``, ``backend`` and ``flow``
     are then the server's. ``pipeline`` (default True): overlap consecutive frames on
     threads (see ``avss_sdk.pipeline``): reading, pairing, preprocessing, flow and audio
-    encoder; the image encoder and VTA; the mask decoder; the labels in the iterating thread (with ``server=``: reading
+    encoder; the image encoder and VTA; the rest in the iterating thread (with ``server=``: reading
     and pairing on one thread, the request in the iterating one). Frames still come out in
     order, each with its own audio, and ``every_frame`` keeps its meaning; a camera frame is
-    read at most three frames before its result is due.
+    read at most two frames before its result is due.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend`` (the object) and
     ``backend_name``, ``dropped``
@@ -324,8 +324,7 @@ class Stream:
         return future
 
     def _apply_pending(self) -> None:
-        """Switch the segmenter to what the worker prepared since the last frame (one thread only:
-        the iterating one, or with the pipeline the mask decoder's)."""
+        """Switch the segmenter to what the worker prepared since the last frame (loop thread only)."""
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         if pending:
@@ -401,9 +400,9 @@ class Stream:
         frame, audio = pair
         return self.segmenter.prepare(frame.image, audio, frame.timestamp, frame.index)
 
-    def _decode_masks(self, state: FrameState) -> FrameState:
+    def _finish(self, state: FrameState) -> Result:
         self._apply_pending()
-        return self.segmenter.decode_masks(state)
+        return self.segmenter.finish(state)
 
     def _segment_pair(self, pair: tuple[Frame, np.ndarray]) -> Result:
         """A segmenter without stages of its own (a server's) segments the whole frame here."""
@@ -419,8 +418,7 @@ class Stream:
             try:
                 if self._pipeline is None:
                     staged = isinstance(self.segmenter, Segmenter)
-                    steps = [_weak(self._prepare), self.segmenter.encode_image, _weak(self._decode_masks),
-                             self.segmenter.finish] if staged \
+                    steps = [_weak(self._prepare), self.segmenter.encode_image, _weak(self._finish)] if staged \
                         else [_weak(self._segment_pair)]
                     self._pipeline = Pipeline(_weak(self._read_pair, read=True), steps, name="avss-stream")
                 result = next(self._pipeline)
