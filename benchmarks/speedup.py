@@ -217,15 +217,19 @@ def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | Non
     """Interleaved rounds of every variant on ``clip`` and the demo clip: fps, latency, stages, agreement."""
     segmenters = {name: make_segmenter(engines, v, VOCAB, own or threads) for name, (v, _, own) in variants.items()}
     fps: dict[str, list[float]] = {name: [] for name in variants}
-    results: dict[str, list] = {}
+    timings: dict[str, list[dict]] = {name: [] for name in variants}
+    labels: dict[str, list[np.ndarray]] = {}
     for round_ in range(rounds + 1):  # round 0 warms up every variant
         for name, (_, pipelined, _) in variants.items():
             rate, got = run_stream(clip, segmenters[name], pipelined)
+            # Keep only what the table needs: every round's results with their frames and masks
+            # would pile up gigabytes in this process and slow the rounds after them.
             if round_:
                 fps[name].append(rate)
-                results.setdefault(name, []).extend(got)
+                timings[name].extend(r.timings for r in got)
             else:
-                results[name + " labels"] = [r.labels for r in got]
+                labels[name] = [r.labels for r in got]
+            del got
         print(f"round {round_}: " + ", ".join(f"{n.split(':')[0]} {f[-1]:.1f}" for n, f in fps.items() if f),
               file=sys.stderr)
     demo = {}
@@ -238,12 +242,11 @@ def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | Non
     first = next(iter(variants))
     rows = {}
     for name in variants:
-        timings = [r.timings for r in results[name]]
         rows[name] = {
             "fps": statistics.median(fps[name]), "rounds": fps[name],
-            "latency": statistics.median(t["latency"] for t in timings),
-            "stages": {s: statistics.median(t[s] for t in timings) for s in STAGES},
-            "agree": agreement(results[first + " labels"], results[name + " labels"]),
+            "latency": statistics.median(t["latency"] for t in timings[name]),
+            "stages": {s: statistics.median(t[s] for t in timings[name]) for s in STAGES},
+            "agree": agreement(labels[first], labels[name]),
             "agree_demo": agreement(demo[first], demo[name]) if demo else None,
             "description": segmenters[name].backend.description,
             "int8": getattr(segmenters[name].backend, "int8_stages", ()),
