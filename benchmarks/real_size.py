@@ -23,8 +23,7 @@ from pathlib import Path
 
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from benchmarks.report import machine, publish
-from benchmarks.speedup import VARIANTS as SPEEDUP_VARIANTS
-from benchmarks.speedup import STAGES, gemm_peak, speed_table, stage_cells, stage_gflops
+from benchmarks.speedup import VARIANTS as SPEEDUP_VARIANTS, STAGES, gemm_peak, speed_table, stage_cells, stage_gflops
 from benchmarks.stream import VOCAB, stream_file, vocabulary_switch
 
 CONFIG = {"image_size": 224, "backbone": "open_clip", "text_model": "ViT-B-32", "pretrained_backbone": False,

@@ -56,6 +56,7 @@ def slug(variant: str) -> str:
 
 
 def figure(result: dict, path: tuple[str, ...]) -> float:
+    """The number at ``path`` in a run's result, e.g. ("scores", "base_miou")."""
     for key in path:
         result = result[key]
     return float(result)
@@ -99,8 +100,8 @@ def write_table(path: Path, config: str, base: TrainConfig, split: str, seeds: l
         f"`python train/ablate.py --config {config} --seeds {' '.join(map(str, seeds))}` on SynthAVS-OV "
         f"({split} split, scene text given).",
         f"Setting: {base.model.image_size}px, {base.optim.steps} steps of batch {base.optim.batch_size}, learning "
-        f"rate {base.optim.lr:g}, CPU ({machine}); each variant trained once per seed (the seed sets the initial "
-        "weights and the batches). Each run's foreground threshold and guided filter are picked on the val split. "
+        f"rate {base.optim.lr:g}, CPU ({machine}); each variant trained once per seed (the seed sets the batches "
+        "and the random stream of the initial weights). Each run's foreground threshold and guided filter are picked on the val split. "
         "Figures: the mean over seeds, the seeds' range in brackets. Moving / still: frames whose sounding objects "
         "all move / all stand still.",
         "",
