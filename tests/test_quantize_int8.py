@@ -17,8 +17,8 @@ from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import DEFAULT_ENGINES
 from avss_sdk.fileio import file_hash
 from avss_sdk.export.quantize_int8 import (QuantizationError, agreement, check_calibration, collect_inputs,
-                                           check_explicit_quantization, copy_fp32_export, end_layers, quantize_file,
-                                           quantize_model)
+                                           check_explicit_quantization, copy_fp32_export, depthwise_weights, end_layers,
+                                           quantize_file, quantize_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,47 @@ def test_the_tensorrt_file_is_explicit_quantization_and_the_cpu_file_is_not(tmp_
     assert check_explicit_quantization(tensorrt) == 1  # the conv weight, one scale per output channel
     with pytest.raises(QuantizationError, match="zero point"):
         check_explicit_quantization(onnx.load(str(tmp_path / "conv.int8_cpu.onnx")))  # uint8 activations
+
+
+def weight_codes(model: onnx.ModelProto) -> np.ndarray:
+    """The integer codes of the model's quantized conv weight (the int8 initializer of 8 x 3 x 3 x 3)."""
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer
+                if t.data_type == TensorProto.INT8 and tuple(t.dims) == (8, 3, 3, 3))
+
+
+def test_cpu_weights_use_seven_bits_and_tensorrt_weights_eight(tmp_path):
+    """On an x86 CPU without VNNI ONNX Runtime's u8 x s8 kernel adds pairs of products into 16 bits:
+    255 x 64 x 2 fits, 255 x 127 x 2 does not. TensorRT's file keeps the full symmetric range."""
+    fp32 = conv_model(tmp_path / "conv.onnx")
+    quantize_file(fp32, tmp_path / "conv.int8.onnx", samples(), for_tensorrt=True)
+    quantize_file(fp32, tmp_path / "conv.int8_cpu.onnx", samples(), for_tensorrt=False)
+    tensorrt = np.abs(weight_codes(onnx.load(str(tmp_path / "conv.int8.onnx"))).astype(np.int32))
+    cpu = np.abs(weight_codes(onnx.load(str(tmp_path / "conv.int8_cpu.onnx"))).astype(np.int32))
+    assert tensorrt.reshape(8, -1).max(axis=1).tolist() == [127] * 8  # per channel, the largest weight is 127
+    assert cpu.reshape(8, -1).max(axis=1).tolist() == [64] * 8
+    assert 255 * 2 * cpu.max() <= np.iinfo(np.int16).max < 255 * 2 * tensorrt.max()
+
+
+def test_depthwise_cpu_weights_keep_eight_bits(tmp_path):
+    """ONNX Runtime's depthwise kernel widens before it multiplies: only GEMM weights need the 7-bit range."""
+    rng = np.random.default_rng(0)
+    depthwise = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "dw")
+    pointwise = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "pw")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "dw"], ["y"], pads=[1, 1, 1, 1], group=8), helper.make_node("Relu", ["y"], ["r"]),
+         helper.make_node("Conv", ["r", "pw"], ["z"])],
+        "mbconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 16, 16])], [depthwise, pointwise])
+    fp32 = tmp_path / "mbconv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), fp32)
+    assert depthwise_weights(onnx.load(str(fp32))) == ["dw"]
+    inputs = [{"x": rng.standard_normal((1, 8, 16, 16)).astype(np.float32)} for _ in range(5)]
+    quantize_file(fp32, tmp_path / "mbconv.int8_cpu.onnx", inputs, for_tensorrt=False)
+    model = onnx.load(str(tmp_path / "mbconv.int8_cpu.onnx"))
+    codes = {tuple(t.dims): np.abs(numpy_helper.to_array(t).astype(np.int32)) for t in model.graph.initializer
+             if t.data_type == TensorProto.INT8}
+    assert codes[(8, 1, 3, 3)].reshape(8, -1).max(axis=1).tolist() == [127] * 8
+    assert codes[(4, 8, 1, 1)].reshape(4, -1).max(axis=1).tolist() == [64] * 4
 
 
 def test_a_per_tensor_weight_is_refused(tmp_path):
@@ -84,6 +125,7 @@ def test_int8_flow_on_a_copy_of_the_default_export(tmp_path, tiny_synth):
                             log=lambda m: None, stages=("flow",))
     manifest.save()
     assert record.calibration.frames == 4 and record.stages["flow"].use and record.used == ("flow",)
+    assert record.calibration.cpu_weight_bits == 7
     assert 0.0 <= record.stages["flow"].objects <= 1.0
     loaded = Manifest.load(export)
     assert loaded.int8_stages == ("flow",) and loaded.int8 == record

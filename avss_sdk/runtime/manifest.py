@@ -268,14 +268,17 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 @dataclass(frozen=True)
 class Int8Calibration:
-    """What calibrated the INT8 ranges: the data set's folder name, its split, clips and frames, and the
-    calibrators compared (``method``: some of :data:`CALIBRATION_METHODS`, comma-separated)."""
+    """What calibrated the INT8 ranges: the data set's folder name, its split, clips and frames, the
+    calibrators compared (``method``: some of :data:`CALIBRATION_METHODS`, comma-separated), and the
+    bits of the CPU files' weights (``cpu_weight_bits``: 7 keeps AVX2's 16-bit sums from saturating;
+    8 in exports made before that was known)."""
 
     data: str
     split: str
     clips: int
     frames: int
     method: str
+    cpu_weight_bits: int = 8
 
     def __post_init__(self) -> None:
         _string(self.data, "int8.calibration.data")
@@ -287,6 +290,8 @@ class Int8Calibration:
         unknown = sorted(set(self.method.split(",")) - set(CALIBRATION_METHODS))
         if unknown:
             raise ManifestError(f"int8.calibration.method must name some of {CALIBRATION_METHODS}, got {unknown}")
+        if self.cpu_weight_bits not in (7, 8):
+            raise ManifestError(f"int8.calibration.cpu_weight_bits must be 7 or 8, got {self.cpu_weight_bits!r}")
 
 
 @dataclass(frozen=True)
