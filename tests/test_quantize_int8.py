@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from avss_sdk.runtime.backends import OnnxRuntimeBackend
+from avss_sdk.runtime.backends import OnnxRuntimeBackend, saturates_8bit_weights, this_cpu_saturates_8bit_weights
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 from avss_sdk.segmenter import DEFAULT_ENGINES
 from avss_sdk.fileio import file_hash
@@ -75,8 +76,8 @@ def test_depthwise_cpu_weights_keep_eight_bits(tmp_path):
     depthwise = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "dw")
     pointwise = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "pw")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "dw"], ["y"], pads=[1, 1, 1, 1], group=8), helper.make_node("Relu", ["y"], ["r"]),
-         helper.make_node("Conv", ["r", "pw"], ["z"])],
+        [helper.make_node("Conv", ["x", "dw"], ["y"], pads=[1, 1, 1, 1], group=8),
+         helper.make_node("Relu", ["y"], ["r"]), helper.make_node("Conv", ["r", "pw"], ["z"])],
         "mbconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 16, 16])], [depthwise, pointwise])
     fp32 = tmp_path / "mbconv.onnx"
@@ -89,6 +90,18 @@ def test_depthwise_cpu_weights_keep_eight_bits(tmp_path):
              if t.data_type == TensorProto.INT8}
     assert codes[(8, 1, 3, 3)].reshape(8, -1).max(axis=1).tolist() == [127] * 8
     assert codes[(4, 8, 1, 1)].reshape(4, -1).max(axis=1).tolist() == [64] * 4
+
+
+X86_FLAGS = "fpu sse2 ssse3 sse4_1 avx fma avx2"
+
+
+@pytest.mark.parametrize("machine, flags, saturates", [
+    ("x86_64", X86_FLAGS, True), ("x86_64", X86_FLAGS + " avx512f avx512_vnni", False),
+    ("AMD64", X86_FLAGS + " avx_vnni", False), ("aarch64", "fp asimd asimddp", False), ("x86_64", None, False),
+    ("x86_64", "fpu sse2 ssse3", False)])
+def test_which_cpus_saturate_full_8bit_weights(machine, flags, saturates):
+    cpuinfo = None if flags is None else f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n"
+    assert saturates_8bit_weights(machine, cpuinfo) is saturates
 
 
 def test_a_per_tensor_weight_is_refused(tmp_path):
@@ -134,6 +147,16 @@ def test_int8_flow_on_a_copy_of_the_default_export(tmp_path, tiny_synth):
     auto = OnnxRuntimeBackend(loaded, "auto", cache_dir=cache)
     assert auto.int8_stages == ("flow",) and "int8: flow" in auto.description
     assert OnnxRuntimeBackend(loaded, "fp32", cache_dir=cache).int8_stages == ()
+    values = json.loads((export / "manifest.json").read_text())  # as an export from before 7-bit weights
+    values["int8"]["calibration"]["cpu_weight_bits"] = 8
+    (export / "manifest.json").write_text(json.dumps(values))
+    old = OnnxRuntimeBackend(Manifest.load(export), "auto", cache_dir=cache)
+    if this_cpu_saturates_8bit_weights():
+        assert old.int8_stages == () and "saturate on this CPU" in old.description
+    else:
+        assert old.int8_stages == ("flow",) and old.fallback is None
+    assert OnnxRuntimeBackend(Manifest.load(export), "int8", cache_dir=cache).int8_stages == ("flow",)  # as asked
+    loaded.save()
     size, stride = loaded.preprocess.image_size, loaded.preprocess.flow_stride
     frames = np.zeros((1, 3, size, size), np.float32)
     assert auto.run("flow", {"previous": frames, "current": frames})["flow"].shape == (1, 2, size // stride,

@@ -52,13 +52,35 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def saturates_8bit_weights(machine: str, cpuinfo: str | None) -> bool:
+    """Whether ONNX Runtime's u8 x s8 products saturate on this CPU with full 8-bit weights: an x86 CPU
+    with AVX2 but no VNNI (``vpmaddubsw`` adds pairs into 16 bits). ``machine``: ``platform.machine()``;
+    ``cpuinfo``: Linux's /proc/cpuinfo text (None where there is none: not known, so False)."""
+    if machine.lower() not in ("x86_64", "amd64", "x86", "i686", "i386") or not cpuinfo:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return "avx2" in flags and not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+def this_cpu_saturates_8bit_weights() -> bool:
+    """:func:`saturates_8bit_weights` for the CPU this runs on."""
+    import platform
+
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = None
+    return saturates_8bit_weights(platform.machine(), cpuinfo)
+
+
 class OnnxRuntimeBackend:
     """One ONNX Runtime session per stage; ``precision`` picks the manifest's fp32, fp16 or int8 files.
 
     ``"int8"`` runs ``int8_stages`` (default: those the export's accuracy check accepted,
     :attr:`Manifest.int8_stages`) from their INT8 files (the ``int8_cpu`` variant on a CPU) and
     every other stage in FP32; ``"auto"`` is ``"int8"`` on a CPU when the manifest accepted any
-    INT8 stage, else ``"fp32"``.
+    INT8 stage, else ``"fp32"`` (also for an export whose CPU files have full 8-bit weights, on
+    a CPU where those saturate: :func:`saturates_8bit_weights`).
 
     Each file is checked before it runs: its sha256 against the manifest (hashed once per
     file version, remembered in ``cache_dir``), and its inputs and outputs (names, ranks,
@@ -97,8 +119,15 @@ class OnnxRuntimeBackend:
         on_cpu = chosen[0] == "CPUExecutionProvider"
         if precision not in ONNX_PRECISIONS:
             raise InputError(f"precision must be one of {ONNX_PRECISIONS}, got {precision!r}")
+        self.fallback = None  # why "auto" did not take the export's INT8 stages, where it did not
         if precision == "auto":
             precision = "int8" if on_cpu and manifest.int8_stages else "fp32"
+            if precision == "int8" and manifest.int8.calibration.cpu_weight_bits == 8 \
+                    and this_cpu_saturates_8bit_weights():
+                precision = "fp32"
+                self.fallback = ("its INT8 files have 8-bit weights, which saturate on this CPU (AVX2 without "
+                                 "VNNI); for 7-bit ones: python -m avss_sdk.export.quantize_int8 "
+                                 f"{manifest.root} --calibration DATA")
         int8 = (manifest.int8_stages if int8_stages is None else tuple(int8_stages)) if precision == "int8" else ()
         files = {stage: ("int8_cpu" if on_cpu else "int8") if stage in int8 else
                  "fp32" if precision == "int8" else precision for stage in manifest.stages}
@@ -120,7 +149,8 @@ class OnnxRuntimeBackend:
         self._device = "cuda" if on_gpu else "cpu"
         self._ort = ort
         detail = f"int8: {', '.join(int8)}; others fp32" if int8 else "fp32" if precision == "int8" else precision
-        self.description = f"onnxruntime {ort.__version__} ({self.providers[0]}, {detail})"
+        self.description = f"onnxruntime {ort.__version__} ({self.providers[0]}, {detail})" + \
+            (f"; not int8: {self.fallback}" if self.fallback else "")
         self._outputs = {stage: [o.name for o in s.get_outputs()] for stage, s in self.sessions.items()}
         consumed = {t.name for stage in manifest.stages.values() for t in stage.inputs}
         self._handed_on = {name for outputs in self._outputs.values() for name in outputs if name in consumed}
