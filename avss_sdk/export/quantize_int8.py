@@ -400,7 +400,8 @@ def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", cli
         _drop_int8_files(manifest, stage)  # an earlier run's files and verdicts go
     manifest.int8 = None
     manifest.save()  # the segmenters below load the FP32 export from disk
-    log(f"  int8: calibrating on {clips} {split} clips of {data}")
+    log(f"  int8: calibrating on {clips} {split} clips of {data} (CPU files: {CPU_WEIGHT_BITS}-bit GEMM weights, "
+        "which AVX2 without VNNI multiplies without saturating)")
     samples = collect_inputs(manifest, data, split, clips)
     reference = None
 
