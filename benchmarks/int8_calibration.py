@@ -64,7 +64,7 @@ def main() -> int:
         lines.append(f"| {stage} | {method}{chosen} | {'float' if ends_float else 'int8'} | "
                      f"{100 * result.pixels:.2f} | {100 * result.objects:.2f} | "
                      f"{'yes' if result.objects >= MIN_AGREEMENT else 'no'} |")
-    lines += ["", f"The gate needs {100 * MIN_AGREEMENT:.0f} % of object pixels. It keeps each stage's best whole-stage "
+    lines += ["", f"The gate needs {100 * MIN_AGREEMENT:.1f} % of object pixels. It keeps each stage's best whole-stage "
               "calibrator where that one passes, and otherwise the best calibrator with the end layers in float."]
     publish("\n".join(lines), args.out)
     return 0

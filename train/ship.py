@@ -27,13 +27,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from avss_sdk.export.quantize_int8 import CALIBRATION_CLIPS, CHECK_CLIPS
 from avss_sdk.fileio import file_hash
 from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_model, save_checkpoint
 from avss_sdk.runtime.manifest import Manifest, ManifestError
 
 
 def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=print,
-         int8: Path | None = None, int8_clips: int = 24, int8_check_clips: int = 12) -> Manifest:
+         int8: Path | None = None, int8_clips: int = CALIBRATION_CLIPS,
+         int8_check_clips: int = CHECK_CLIPS) -> Manifest:
     """Write ``out`` (float16 checkpoint) and its FP32 ONNX export in ``out.parent / "default"``, in step.
 
     With ``int8`` (a SynthAVS root), the export also gets INT8 files calibrated on
@@ -103,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="SynthAVS root whose val clips calibrate and judge the INT8 files "
                              "(default: the --calibrate data; INT8 runs whenever there is calibration data)")
     parser.add_argument("--no-int8", action="store_true", help="ship the FP32 export only")
-    parser.add_argument("--int8-clips", type=int, default=24, metavar="N",
+    parser.add_argument("--int8-clips", type=int, default=CALIBRATION_CLIPS, metavar="N",
                         help="val clips that calibrate the INT8 ranges (default: %(default)s)")
-    parser.add_argument("--int8-check-clips", type=int, default=12, metavar="N",
+    parser.add_argument("--int8-check-clips", type=int, default=CHECK_CLIPS, metavar="N",
                         help="further val clips on which each INT8 stage is judged (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT,
                         help=f"the checkpoint to write; its ONNX export goes into default/ beside it "

@@ -54,7 +54,13 @@ from avss_sdk.runtime.manifest import (CALIBRATION_METHODS, INT8_FILES, Int8Cali
                                        Manifest, ManifestError)
 
 INT8_STAGES = ("flow", "image_encoder", "audio_encoder")
-MIN_AGREEMENT = 0.97
+# The share of object pixels whose label a stage in INT8 must keep. At 0.97 the stage-7 image encoder
+# passed (98.0 % on its 12 check clips) yet cost 1.01 novel mIoU on 500 test clips, over the 1 point
+# the INT8 goal allows; its flow and audio encoder keep 99.8 % and cost nothing measurable. The
+# reading is noisy too: the same image encoder keeps 97.3 % on val clips 24-71 and 96.1 % on 36-83.
+MIN_AGREEMENT = 0.985
+CALIBRATION_CLIPS = 24
+CHECK_CLIPS = 12
 # How activation ranges are read off the calibration frames (ONNX Runtime's calibrators): "minmax"
 # takes the extremes; "percentile" clips the top 1e-4 of |values| and "entropy" picks the range
 # whose histogram keeps the smallest KL divergence, which both give the bulk of the values finer
@@ -369,7 +375,8 @@ def write_int8_files(manifest: Manifest, stage: str, samples: list[dict[str, np.
     return check_explicit_quantization(onnx.load(str(manifest.onnx_path(stage, "int8"))))
 
 
-def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", clips: int = 24, check_clips: int = 12,
+def quantize_model(manifest: Manifest, data: str | Path, split: str = "val", clips: int = CALIBRATION_CLIPS,
+                   check_clips: int = CHECK_CLIPS,
                    min_agreement: float = MIN_AGREEMENT, log: Callable[[str], None] = print,
                    stages: tuple[str, ...] = INT8_STAGES, keep_rejected: bool = False,
                    methods: tuple[str, ...] = CALIBRATION_METHODS) -> Int8Section:
@@ -474,9 +481,9 @@ def add_int8_options(parser, required: bool = False) -> None:
                         help="SynthAVS (or AVSBench-semantic) root whose frames calibrate the INT8 ranges")
     parser.add_argument("--calibration-split", default="val", choices=["train", "val", "test"],
                         help="split of --calibration to use (default: %(default)s; never the test seeds)")
-    parser.add_argument("--calibration-clips", type=int, default=24, metavar="N",
+    parser.add_argument("--calibration-clips", type=int, default=CALIBRATION_CLIPS, metavar="N",
                         help="clips that calibrate the ranges (default: %(default)s)")
-    parser.add_argument("--int8-check-clips", type=int, default=12, metavar="N",
+    parser.add_argument("--int8-check-clips", type=int, default=CHECK_CLIPS, metavar="N",
                         help="further clips on which each INT8 stage's labels are compared with FP32 "
                         "(default: %(default)s)")
     parser.add_argument("--int8-min-agreement", type=float, default=MIN_AGREEMENT, metavar="SHARE",
