@@ -290,8 +290,7 @@ class Int8Calibration:
         unknown = sorted(set(self.method.split(",")) - set(CALIBRATION_METHODS))
         if unknown:
             raise ManifestError(f"int8.calibration.method must name some of {CALIBRATION_METHODS}, got {unknown}")
-        if isinstance(self.cpu_weight_bits, bool) or self.cpu_weight_bits not in (7, 8) \
-                or not isinstance(self.cpu_weight_bits, int):
+        if type(self.cpu_weight_bits) is not int or self.cpu_weight_bits not in (7, 8):  # not a bool, float or text
             raise ManifestError(f"int8.calibration.cpu_weight_bits must be 7 or 8, got {self.cpu_weight_bits!r}")
 
 
