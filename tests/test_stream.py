@@ -35,7 +35,7 @@ from avss_sdk.media import SAMPLE_RATE, audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SAMPLES, LOG_MEL_SECONDS
 from avss_sdk.segmenter import Segmenter, VocabularyError
 from avss_sdk.stream import Stream, StreamError
-from virtual_mic import Player, virtual_mic  # noqa: F401  (the fixture)
+from virtual_mic import Player, virtual_mic, without_underflow  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_clip.mp4"
@@ -249,17 +249,23 @@ def test_audio_windows_from_the_microphone_end_at_their_frames(virtual_mic, segm
     """A file paced as live with the microphone: tones played at known DAC times are found in
     each frame's window where its timestamp says, within the devices' reported latency."""
     signal = tone_track(4.0, SAMPLE_RATE)
-    with Stream(source=tone_clip, audio=input_device(), segmenter=segmenter, every_frame=True) as stream:
-        assert stream.clock == "monotonic"
-        player = Player(signal)
-        assert player.started.wait(5)
-        pairs = []
-        for frame, window in stream.pairs():
-            pairs.append((frame, window))
-            if frame.timestamp > player.start_time + 3.3:
-                break
-        input_latency = stream._audio.latency
-    player.join()
+
+    def measure():
+        with Stream(source=tone_clip, audio=input_device(), segmenter=segmenter, every_frame=True) as stream:
+            assert stream.clock == "monotonic"
+            player = Player(signal)
+            assert player.started.wait(5)
+            pairs = []
+            for frame, window in stream.pairs():
+                pairs.append((frame, window))
+                if frame.timestamp > player.start_time + 3.3:
+                    break
+            input_latency = stream._audio.latency
+        player.join()
+        player.check_timing()
+        return player, pairs, input_latency
+
+    player, pairs, input_latency = without_underflow(measure)
     onsets = [player.start_time + onset for onset in ONSETS]
     measured = onset_end_times(pairs, onsets)
     assert len(measured) >= 20
@@ -478,9 +484,11 @@ def test_ctrl_c_closes_the_stream_and_propagates(segmenter):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_two_thousand_frames_memory_flat_every_thread_ends(tmp_path):
-    """The stream loads its own model here (OpenCV DIS flow, the cheaper one on a CPU) and closes it."""
-    path = write_tone_clip(tmp_path / "long.mp4", frames=2000, fps=25, size=(32, 32), audio_rate=16000)
+def test_a_thousand_frames_memory_flat_every_thread_ends(tmp_path):
+    """The stream loads its own model here (OpenCV DIS flow, the cheaper one on a CPU) and closes it.
+
+    Over the 800 frames after warming up, Python's allocations may grow by 1 MB (1.25 kB a frame)."""
+    path = write_tone_clip(tmp_path / "long.mp4", frames=1000, fps=25, size=(32, 32), audio_rate=16000)
     threads_before = set(threading.enumerate())
     tracemalloc.start()
     try:
@@ -489,11 +497,11 @@ def test_two_thousand_frames_memory_flat_every_thread_ends(tmp_path):
                 if result.index == 200:  # warmed up: buffers allocated, caches filled
                     traced, rss = tracemalloc.get_traced_memory()[0], rss_bytes()
                     stream.set_vocab(DEMO_WORDS[::-1])
-            assert stream.frames == 2000 and result.index == 1999
+            assert stream.frames == 1000 and result.index == 999
             grown_traced, grown_rss = tracemalloc.get_traced_memory()[0] - traced, rss_bytes() - rss
     finally:
         tracemalloc.stop()
-    assert grown_traced < 2_000_000, grown_traced
+    assert grown_traced < 1_000_000, grown_traced
     assert grown_rss < 30_000_000, grown_rss
     assert set(threading.enumerate()) <= threads_before
     assert not avss_threads()

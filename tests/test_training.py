@@ -194,7 +194,8 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
                        decoder_layers=1, heads=2, flow_width=8)
     save_checkpoint(run / "model.pt", build_model(tiny), {"step": 0})
     result = _run(_cmd("ship.py", "--checkpoint", str(run / "model.pt"), "--calibrate", str(synth),
-                       "--int8-clips", "1", "--int8-check-clips", "1", "--out", str(shipped)), timeout=600)
+                       "--int8-clips", "1", "--int8-check-clips", "1", "--int8-calibrator", "minmax",
+                       "--out", str(shipped)), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_checkpoint(shipped)
     assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
@@ -210,6 +211,7 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
     assert manifest.int8 is not None and manifest.int8.calibration.clips == 1  # the INT8 step ran on --calibrate
     assert set(manifest.int8.stages) == {"flow", "image_encoder", "audio_encoder"}
+    assert manifest.int8.calibration.method == "minmax" and {v.method for v in manifest.int8.stages.values()} == {"minmax"}
     int8_files = {p.name for p in (onnx / "onnx").glob("*.int8*.onnx")}
     assert int8_files == {f"{s}.{k}.onnx" for s in manifest.int8_stages for k in ("int8", "int8_cpu")}
 

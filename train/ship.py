@@ -27,19 +27,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from avss_sdk.export.quantize_int8 import CALIBRATION_CLIPS, CHECK_CLIPS
+from avss_sdk.export.quantize_int8 import CALIBRATION_CLIPS, CHECK_CLIPS, calibration_methods
 from avss_sdk.fileio import file_hash
 from avss_sdk.modeling.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_model, save_checkpoint
-from avss_sdk.runtime.manifest import Manifest, ManifestError
+from avss_sdk.runtime.manifest import CALIBRATION_METHODS, Manifest, ManifestError
 
 
 def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=print,
          int8: Path | None = None, int8_clips: int = CALIBRATION_CLIPS,
-         int8_check_clips: int = CHECK_CLIPS) -> Manifest:
+         int8_check_clips: int = CHECK_CLIPS, int8_methods: tuple[str, ...] = CALIBRATION_METHODS) -> Manifest:
     """Write ``out`` (float16 checkpoint) and its FP32 ONNX export in ``out.parent / "default"``, in step.
 
     With ``int8`` (a SynthAVS root), the export also gets INT8 files calibrated on
-    ``int8_clips`` of its val clips and judged on the next ``int8_check_clips``.
+    ``int8_clips`` of its val clips and judged on the next ``int8_check_clips``, with each calibrator
+    of ``int8_methods`` (the best one kept).
     Raises FileNotFoundError / CheckpointError for a bad checkpoint, ExportCheckError when the
     export fails its checks and QuantizationError / ValueError when the INT8 step does
     (nothing shipped is touched then), ManifestError if the shipped pair does not match at the end.
@@ -79,7 +80,7 @@ def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=p
         manifest.engines = {"built": False, "reason": "--onnx-only"}
         manifest.save()
         if int8 is not None:
-            quantize_model(manifest, int8, "val", int8_clips, int8_check_clips, log=log)
+            quantize_model(manifest, int8, "val", int8_clips, int8_check_clips, log=log, methods=int8_methods)
             manifest.save()
         old = staging / "previous"
         if onnx_dir.exists():
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="val clips that calibrate the INT8 ranges (default: %(default)s)")
     parser.add_argument("--int8-check-clips", type=int, default=CHECK_CLIPS, metavar="N",
                         help="further val clips on which each INT8 stage is judged (default: %(default)s)")
+    parser.add_argument("--int8-calibrator", choices=["best", *CALIBRATION_METHODS], default="best",
+                        help="how INT8 activation ranges are calibrated: one calibrator, or each stage judged "
+                             "with every one and keeping the best (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT,
                         help=f"the checkpoint to write; its ONNX export goes into default/ beside it "
                              f"(default: {DEFAULT_CHECKPOINT})")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         manifest = ship(args.checkpoint, args.out, args.calibrate, int8=int8, int8_clips=args.int8_clips,
-                        int8_check_clips=args.int8_check_clips)
+                        int8_check_clips=args.int8_check_clips, int8_methods=calibration_methods(args))
     except (FileNotFoundError, CheckpointError, ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
