@@ -9,8 +9,6 @@ reconnecting run on video files, which OpenCV opens like a network stream.
 from __future__ import annotations
 
 import fractions
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -28,13 +26,12 @@ from avss_sdk.capture import (
     CameraSource,
     CaptureError,
     FileSource,
-    Frame,
     MicrophoneError,
     MicrophoneSource,
     VideoSource,
     AudioRing,
 )
-from avss_sdk.media import SAMPLE_RATE, WINDOW_SECONDS, audio_window, read_audio
+from avss_sdk.media import SAMPLE_RATE, audio_window, read_audio
 from virtual_mic import play, virtual_mic, without_underflow  # noqa: F401  (the fixture)
 
 FPS = 10
