@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import threading
 import time
 import warnings
@@ -79,6 +80,20 @@ _POLL_SECONDS = 0.1
 _AUDIO_WAIT_MARGIN = 0.05
 # Results over which ``fps`` is measured.
 _FPS_WINDOW = 30
+# Stage threads of a pipelined Stream that run ONNX Runtime sessions at the same time: prepare (flow,
+# audio encoder), encode_image (image encoder, VTA) and finish (mask decoder).
+_SESSION_STAGES = 3
+
+
+def pipeline_threads(cores: int | None = None) -> int:
+    """ONNX Runtime threads per session for a pipelined Stream on ``cores`` usable cores (None: this process's).
+
+    The stage threads run three sessions at once; with every core each (ONNX Runtime's default)
+    they contend, so the cores are shared among them, at least one each.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // _SESSION_STAGES)
 
 
 class StreamError(AvssError, ValueError):
@@ -165,7 +180,8 @@ class Stream:
     encoder; the image encoder and VTA; the rest in the iterating thread (with ``server=``: reading
     and pairing on one thread, the request in the iterating one). Frames still come out in
     order, each with its own audio, and ``every_frame`` keeps its meaning; a camera frame is
-    read at most two frames before its result is due.
+    read at most two frames before its result is due. The segmenter a pipelined stream makes
+    gives each ONNX Runtime session a share of the cores (:func:`pipeline_threads`), not all.
 
     Attributes: ``fps`` (results per second over the last 30), ``backend`` (the object) and
     ``backend_name``, ``dropped``
@@ -222,7 +238,8 @@ class Stream:
 
                 self.segmenter = RemoteSegmenter(server, vocab=words, scene=scene)
             else:
-                self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow)
+                self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow,
+                                           threads=pipeline_threads() if pipeline else None)
         else:
             self.segmenter = segmenter
             if words is not None:

@@ -6,10 +6,11 @@ In one process, on the same camera-size (640x480) H.264 + AAC SynthAVS clip:
 
 * **Variants**, run in interleaved rounds (a shared machine's load hits all alike; the
   table gives each variant's median round): today's path (FP32 stages, one frame at a
-  time), FP32 with the stage threads of ``avss_sdk.pipeline``, the default (the INT8
-  stages the export accepted, pipelined; also with one ONNX Runtime thread per session, as the
-  stage threads already share the cores) and every INT8 file the export holds (pipelined; only
-  where it holds more than the accepted ones: ``--int8-keep-rejected`` at export).
+  time, ONNX Runtime's threads), FP32 with the stage threads of ``avss_sdk.pipeline``, the default
+  (the INT8 stages the export accepted, pipelined; also with every core per session instead of
+  the share a pipelined Stream gives each, ``avss_sdk.stream.pipeline_threads``) and every INT8
+  file the export holds (pipelined; only where it holds more than the accepted ones:
+  ``--int8-keep-rejected`` at export).
   Columns: Stream(file) frames/s, speed-up, median latency (frame read to result), label
   agreement with today's path (all pixels, and pixels either calls a sounding object) on
   the stream clip and on the demo clip, and per stage the median milliseconds with the
@@ -38,6 +39,7 @@ import numpy as np
 from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.runtime.manifest import Manifest
 from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
+from avss_sdk.stream import pipeline_threads
 from benchmarks.report import machine, publish
 from benchmarks.stream import VOCAB, stream_file
 
@@ -128,13 +130,15 @@ def make_segmenter(engines: str | None, variant: str, vocab: list[str], threads:
     return segmenter
 
 
-VARIANTS = {  # name: (segmenter variant, pipelined, ONNX Runtime threads per session: None for --threads)
+# ONNX Runtime threads per session of a variant: None for --threads (default: ONNX Runtime's, every
+# core), PIPELINE_THREADS for what a pipelined Stream gives the segmenter it makes (pipeline_threads).
+PIPELINE_THREADS = "stream"
+VARIANTS = {  # name: (segmenter variant, pipelined, threads per session)
     "today: FP32, one frame at a time": ("fp32-seq", False, None),
-    "FP32, pipelined": ("fp32", True, None),
-    "default: INT8 where accurate, pipelined": ("default", True, None),
-    # The stage threads already keep both cores busy: one thread per session may beat two that contend.
-    "default, pipelined, 1 thread per stage": ("default", True, 1),
-    "INT8 every stage, pipelined": ("int8-all", True, None),
+    "FP32, pipelined": ("fp32", True, PIPELINE_THREADS),
+    "default: INT8 where accurate, pipelined": ("default", True, PIPELINE_THREADS),
+    "default, pipelined, every core per session": ("default", True, None),
+    "INT8 every stage, pipelined": ("int8-all", True, PIPELINE_THREADS),
 }
 
 
@@ -215,7 +219,8 @@ def stage_cells(row: dict, gflops: dict[str, float], peaks: dict[str, float]) ->
 def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | None,
                 variants: dict[str, tuple[str, bool, int | None]]) -> tuple[dict, dict]:
     """Interleaved rounds of every variant on ``clip`` and the demo clip: fps, latency, stages, agreement."""
-    segmenters = {name: make_segmenter(engines, v, VOCAB, own or threads) for name, (v, _, own) in variants.items()}
+    segmenters = {name: make_segmenter(engines, v, VOCAB, pipeline_threads() if own == PIPELINE_THREADS else threads)
+                  for name, (v, _, own) in variants.items()}
     fps: dict[str, list[float]] = {name: [] for name in variants}
     timings: dict[str, list[dict]] = {name: [] for name in variants}
     labels: dict[str, list[np.ndarray]] = {}
@@ -301,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (default: %(default)s)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per session (default: all)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime threads per session of the rows not pipelined as Stream pipelines them "
+                             "(default: ONNX Runtime's, every core)")
     parser.add_argument("--eval-data", type=Path,
                         help="SynthAVS root whose test split measures mIoU per precision (e.g. data/unseen8101)")
     parser.add_argument("--eval-clips", type=int, default=500,

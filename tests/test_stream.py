@@ -34,7 +34,7 @@ from avss_sdk.capture import CameraError, CameraSource, FileSource
 from avss_sdk.media import SAMPLE_RATE, audio_window, read_audio
 from avss_sdk.preprocess import LOG_MEL_SAMPLES, LOG_MEL_SECONDS
 from avss_sdk.segmenter import Segmenter, VocabularyError
-from avss_sdk.stream import Stream, StreamError
+from avss_sdk.stream import Stream, StreamError, pipeline_threads
 from virtual_mic import Player, virtual_mic, without_underflow  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +170,17 @@ def test_the_pipelined_stream_gives_what_one_frame_at_a_time_gives(segmenter, de
         piped += list(stream)
     assert [(r.index, r.timestamp) for r in piped] == [(r.index, r.timestamp) for r in sequential]
     assert all(r.timings["latency"] >= r.timings["total"] > 0 for r in piped)
+
+
+def test_a_pipelined_stream_shares_the_cores_among_its_sessions():
+    """Three stage threads run ONNX Runtime sessions at once: the segmenter a pipelined stream makes
+    gives each session a third of the cores (at least one); one frame at a time, ONNX Runtime's own
+    default (0: every core)."""
+    assert [pipeline_threads(cores) for cores in (1, 2, 3, 8, 16)] == [1, 1, 1, 2, 5]
+    for pipeline, threads in ((True, pipeline_threads()), (False, 0)):
+        with Stream(source=DEMO, vocab=DEMO_WORDS, backend="onnxruntime", pipeline=pipeline) as stream:
+            for session in stream.segmenter.backend.sessions.values():
+                assert session.get_session_options().intra_op_num_threads == threads
 
 
 @pytest.mark.timeout(60)
