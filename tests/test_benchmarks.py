@@ -1,8 +1,9 @@
-"""The speed-up benchmark's table machinery (shared with the real-size benchmark) runs end to end
-on a short clip with the shipped default model; timings themselves are never asserted."""
+"""The speed-up benchmark's table machinery (shared with the real-size benchmark) and the export
+comparison run end to end on the shipped default model; timings themselves are never asserted."""
 
 from __future__ import annotations
 
+from avss_sdk.segmenter import DEFAULT_ENGINES
 from benchmarks.real_size import VARIANTS as REAL_SIZE_VARIANTS
 from benchmarks.speedup import STAGES, speed_table
 from benchmarks.stream import stream_file
@@ -18,3 +19,14 @@ def test_speed_table_fills_every_column_for_the_real_size_variants(tmp_path):
     today = rows["today: FP32, one frame at a time"]
     assert today["agree"] == (1.0, 1.0)  # shares: the reference agrees with itself, pixel for pixel
     assert rows["FP32, pipelined"]["agree"][0] == 1.0  # the same FP32 stages, only overlapped
+
+
+def test_export_ab_times_every_frame_stage_of_both_exports(tmp_path):
+    """The shipped model against itself: a row per stage and thread setting, every time measured."""
+    from benchmarks.export_ab import STAGES as AB_STAGES, main
+
+    out = tmp_path / "ab.md"
+    assert main([str(DEFAULT_ENGINES), "--rounds", "1", "--runs", "1", "--out", str(out)]) == 0
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith(("| 1 |", "| default |"))]
+    assert [(r[0], r[1]) for r in rows] == [(f"| {t}", s) for t in ("1", "default") for s in AB_STAGES]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)

@@ -117,7 +117,8 @@ class MaskDecoder(nn.Module):
         pixels = features * (1 + torch.tanh(gamma)) + beta
         # Sums over channels, queries or words are batched matmuls on maps flattened to [B, C, H*W]
         # (to_grid unflattens them), not einsum: ONNX Runtime's Einsum transposes its operands, and
-        # with seven einsums the exported decoder took 2.7 ms a frame on one CPU core instead of 1.7.
+        # with seven einsums the exported decoder ran 1.5x as long on a CPU
+        # (benchmarks/results/export-ab-decoder-matmul-cpu.md).
         def to_grid(flat: torch.Tensor) -> torch.Tensor:
             return flat.unflatten(2, (h, w))
 
