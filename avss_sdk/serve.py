@@ -445,10 +445,13 @@ class ServerProcess:
             client.close()
 
     def stop(self) -> None:
-        """Interrupt the server (it shuts Triton down) and wait for it; kill it if it hangs."""
+        """Terminate the server (it shuts Triton down) and wait for it; kill it if it hangs.
+
+        SIGTERM, not SIGINT: a process started from a background job or a test worker inherits
+        SIGINT ignored, and Python then never raises KeyboardInterrupt for it."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGINT)
+        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:

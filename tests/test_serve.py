@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -236,6 +237,18 @@ def test_client_errors_are_one_line():
         RemoteSegmenter("ftp://127.0.0.1:1")
     with pytest.raises(ServerError):
         RemoteSegmenter(f"http://127.0.0.1:{free_port()}", vocab=["dog"])
+
+
+def test_stop_shuts_down_a_server_that_inherited_sigint_ignored(serve_python, tmp_path):
+    """A server started from a background job (or anything that ignores SIGINT) inherits SIGINT
+    ignored; stop() still shuts it down in order (SIGTERM), without waiting 30 s to kill it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        running = ServerProcess(python=serve_python, log=tmp_path / "server.log").start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    running.stop()
+    assert running.process.returncode not in (None, -signal.SIGKILL), running.process.returncode
 
 
 def test_serve_refuses_numpy_2_in_one_line():
