@@ -181,7 +181,8 @@ class Stream:
     and pairing on one thread, the request in the iterating one). Frames still come out in
     order, each with its own audio, and ``every_frame`` keeps its meaning; a camera frame is
     read at most two frames before its result is due. The segmenter a pipelined stream makes
-    gives each ONNX Runtime session a share of the cores (:func:`pipeline_threads`), not all.
+    gives each ONNX Runtime session a share of the cores (:func:`pipeline_threads`), not all
+    (not so with ``backend="torch"``, whose thread count is process-wide).
 
     Attributes: ``fps`` (results per second over the last 30), ``backend`` (the object) and
     ``backend_name``, ``dropped``
@@ -238,8 +239,10 @@ class Stream:
 
                 self.segmenter = RemoteSegmenter(server, vocab=words, scene=scene)
             else:
+                # torch's thread count is process-wide: a torch backend keeps its own.
+                share = pipeline and backend != "torch"
                 self.segmenter = Segmenter(engines, vocab=words, scene=scene, backend=backend, flow=flow,
-                                           threads=pipeline_threads() if pipeline else None)
+                                           threads=pipeline_threads() if share else None)
         else:
             self.segmenter = segmenter
             if words is not None:

@@ -175,12 +175,17 @@ def test_the_pipelined_stream_gives_what_one_frame_at_a_time_gives(segmenter, de
 def test_a_pipelined_stream_shares_the_cores_among_its_sessions():
     """Three stage threads run ONNX Runtime sessions at once: the segmenter a pipelined stream makes
     gives each session a third of the cores (at least one); one frame at a time, ONNX Runtime's own
-    default (0: every core)."""
+    default (0: every core); torch's threads, which are process-wide, stay as they were."""
     assert [pipeline_threads(cores) for cores in (1, 2, 3, 8, 16)] == [1, 1, 1, 2, 5]
     for pipeline, threads in ((True, pipeline_threads()), (False, 0)):
         with Stream(source=DEMO, vocab=DEMO_WORDS, backend="onnxruntime", pipeline=pipeline) as stream:
             for session in stream.segmenter.backend.sessions.values():
                 assert session.get_session_options().intra_op_num_threads == threads
+    import torch
+
+    before = torch.get_num_threads()
+    with Stream(source=DEMO, vocab=DEMO_WORDS, backend="torch"):
+        assert torch.get_num_threads() == before  # process-wide: a torch stream leaves it as it was
 
 
 @pytest.mark.timeout(60)
