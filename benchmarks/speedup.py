@@ -217,7 +217,7 @@ def stage_cells(row: dict, gflops: dict[str, float], peaks: dict[str, float]) ->
 
 
 def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | None,
-                variants: dict[str, tuple[str, bool, int | None]]) -> tuple[dict, dict]:
+                variants: dict[str, tuple[str, bool, str | None]]) -> tuple[dict, dict]:
     """Interleaved rounds of every variant on ``clip`` and the demo clip: fps, latency, stages, agreement."""
     segmenters = {name: make_segmenter(engines, v, VOCAB, pipeline_threads() if own == PIPELINE_THREADS else threads)
                   for name, (v, _, own) in variants.items()}
