@@ -131,14 +131,13 @@ def make_segmenter(engines: str | None, variant: str, vocab: list[str], threads:
 
 
 # ONNX Runtime threads per session of a variant: None for --threads (default: ONNX Runtime's, every
-# core), PIPELINE_THREADS for what a pipelined Stream gives the segmenter it makes (pipeline_threads).
-PIPELINE_THREADS = "stream"
+# core); the pipelined rows get what a pipelined Stream gives the segmenter it makes.
 VARIANTS = {  # name: (segmenter variant, pipelined, threads per session)
     "today: FP32, one frame at a time": ("fp32-seq", False, None),
-    "FP32, pipelined": ("fp32", True, PIPELINE_THREADS),
-    "default: INT8 where accurate, pipelined": ("default", True, PIPELINE_THREADS),
+    "FP32, pipelined": ("fp32", True, pipeline_threads()),
+    "default: INT8 where accurate, pipelined": ("default", True, pipeline_threads()),
     "default, pipelined, every core per session": ("default", True, None),
-    "INT8 every stage, pipelined": ("int8-all", True, PIPELINE_THREADS),
+    "INT8 every stage, pipelined": ("int8-all", True, pipeline_threads()),
 }
 
 
@@ -217,10 +216,9 @@ def stage_cells(row: dict, gflops: dict[str, float], peaks: dict[str, float]) ->
 
 
 def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | None,
-                variants: dict[str, tuple[str, bool, str | None]]) -> tuple[dict, dict]:
+                variants: dict[str, tuple[str, bool, int | None]]) -> tuple[dict, dict]:
     """Interleaved rounds of every variant on ``clip`` and the demo clip: fps, latency, stages, agreement."""
-    segmenters = {name: make_segmenter(engines, v, VOCAB, pipeline_threads() if own == PIPELINE_THREADS else threads)
-                  for name, (v, _, own) in variants.items()}
+    segmenters = {name: make_segmenter(engines, v, VOCAB, own or threads) for name, (v, _, own) in variants.items()}
     fps: dict[str, list[float]] = {name: [] for name in variants}
     timings: dict[str, list[dict]] = {name: [] for name in variants}
     labels: dict[str, list[np.ndarray]] = {}
