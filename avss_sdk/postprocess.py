@@ -192,8 +192,9 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
         if guide is None or guide.ndim != 3:
             raise InputError("the guided filter needs the model's input frame [S, S, 3] as guide")
         grid_background = cv2.resize(logits[0], (guide.shape[1], guide.shape[0]), interpolation=cv2.INTER_LINEAR)
-        refined = np.clip(guided(-np.expm1(grid_background), guide), 0.0, 1.0 - 1e-6)
-        background = cv2.resize(np.log1p(-refined), (width, height), interpolation=cv2.INTER_LINEAR)
+        # exp and log, not expm1 and log1p: numpy vectorises only the former (float32: 5 to 7x faster).
+        refined = np.clip(guided(1.0 - np.exp(grid_background), guide), 0.0, 1.0 - 1e-6)
+        background = cv2.resize(np.log(1.0 - refined), (width, height), interpolation=cv2.INTER_LINEAR)
         # A cell counts as sounding if any of its input pixels is (area average > 0).
         sounding_cells = cv2.resize((refined > threshold).astype(np.float32), logits.shape[:0:-1],
                                     interpolation=cv2.INTER_AREA) > 0
@@ -201,13 +202,12 @@ def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], thresho
     if not near.any():
         return np.zeros((height, width), np.int32), background
     words = (np.unique(np.argmax(logits[1:], axis=0)[near]) + 1).astype(np.int32)
-    labels = np.zeros((height, width), np.int32)
-    if len(words) == 1:  # one word: no word map at camera size (copyto, not where: no temporaries)
-        np.copyto(labels, words[0], where=background < limit)
-        return labels, background
+    sounding = background < limit
+    if len(words) == 1:  # one word: no word map at camera size
+        return sounding * words[0], background
     grid = (min(width, logits.shape[2] * word_stride), min(height, logits.shape[1] * word_stride))
     fine = cv2.resize(np.ascontiguousarray(logits[words].transpose(1, 2, 0)), grid, interpolation=cv2.INTER_LINEAR)
-    word_index = np.argmax(fine, axis=-1).astype(np.uint16)
-    np.copyto(labels, words[cv2.resize(word_index, (width, height), interpolation=cv2.INTER_NEAREST)],
-              where=background < limit)
-    return labels, background
+    # Words are looked up on the grid and the label map scaled, not the index map: a gather over every
+    # camera pixel costs more than the rest of this function.
+    word_labels = cv2.resize(words[np.argmax(fine, axis=-1)], (width, height), interpolation=cv2.INTER_NEAREST)
+    return word_labels * sounding, background

@@ -72,6 +72,6 @@ def sounding_objects(labels: np.ndarray, log_background: np.ndarray, vocab: list
         mask = labels == label
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         box = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
-        score = float(np.mean(-np.expm1(log_background[mask])))
+        score = 1.0 - float(np.mean(np.exp(log_background[mask])))  # exp: vectorised, unlike expm1
         objects.append(SoundingObject(vocab[label - 1], int(label - 1), score, mask, box))
     return sorted(objects, key=lambda o: -o.score)

@@ -141,14 +141,16 @@ VARIANTS = {  # name: (segmenter variant, pipelined, threads per session)
 }
 
 
-def run_stream(path: Path, segmenter: Segmenter, pipeline: bool) -> tuple[float, list]:
-    """Frames/s of Stream(source=path) and its results (every frame)."""
+def run_stream(path: Path, segmenter: Segmenter, pipeline: bool) -> tuple[float, float, list]:
+    """Frames/s of Stream(source=path), the process's CPU milliseconds per frame (every thread: decoding,
+    stages, ONNX Runtime's pools) and its results (every frame)."""
     from avss_sdk.stream import Stream
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with Stream(source=str(path), segmenter=segmenter, pipeline=pipeline) as stream:
         results = list(stream)
-    return len(results) / (time.perf_counter() - start), results
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+    return len(results) / wall, 1000 * cpu / len(results), results
 
 
 def agreement(reference: list[np.ndarray], labels: list[np.ndarray]) -> tuple[float, float]:
@@ -220,15 +222,17 @@ def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | Non
     """Interleaved rounds of every variant on ``clip`` and the demo clip: fps, latency, stages, agreement."""
     segmenters = {name: make_segmenter(engines, v, VOCAB, own or threads) for name, (v, _, own) in variants.items()}
     fps: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in variants}
     timings: dict[str, list[dict]] = {name: [] for name in variants}
     labels: dict[str, list[np.ndarray]] = {}
     for round_ in range(rounds + 1):  # round 0 warms up every variant
         for name, (_, pipelined, _) in variants.items():
-            rate, got = run_stream(clip, segmenters[name], pipelined)
+            rate, cpu, got = run_stream(clip, segmenters[name], pipelined)
             # Keep only what the table needs: every round's results with their frames and masks
             # would pile up gigabytes in this process and slow the rounds after them.
             if round_:
                 fps[name].append(rate)
+                cpu_ms[name].append(cpu)
                 timings[name].extend(r.timings for r in got)
             else:
                 labels[name] = [r.labels for r in got]
@@ -240,13 +244,14 @@ def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | Non
         for name, segmenter in segmenters.items():
             words = segmenter.vocab
             segmenter.set_vocab(json.loads(DEMO.with_suffix(".json").read_text())["vocab"])
-            demo[name] = [r.labels for r in run_stream(DEMO, segmenter, variants[name][1])[1]]
+            demo[name] = [r.labels for r in run_stream(DEMO, segmenter, variants[name][1])[2]]
             segmenter.set_vocab(words)
     first = next(iter(variants))
     rows = {}
     for name in variants:
         rows[name] = {
-            "fps": statistics.median(fps[name]), "rounds": fps[name],
+            "fps": statistics.median(fps[name]), "rounds": fps[name], "cpu_ms": statistics.median(cpu_ms[name]),
+            "busy": statistics.median(c * f / 1000 for c, f in zip(cpu_ms[name], fps[name])),
             "latency": statistics.median(t["latency"] for t in timings[name]),
             "stages": {s: statistics.median(t[s] for t in timings[name]) for s in STAGES},
             "agree": agreement(labels[first], labels[name]),
@@ -268,20 +273,24 @@ def format_tables(rows: dict, peaks: dict[str, float], gflops: dict[str, float],
              f"INT8 (u8 x s8) **{peaks['int8']:.0f} GOP/s**.", "",
              f"Stream(file): {args.frames} frames at {args.width}x{args.height}, vocabulary of {len(VOCAB)}, "
              f"{args.rounds} interleaved rounds (median round shown).", "",
-             "| variant | Stream(file) frames/s | vs today | latency ms | labels = today (all / object px), "
+             "| variant | Stream(file) frames/s | vs today | wall ms / frame | CPU ms / frame (cores busy) "
+             "| latency ms | labels = today (all / object px), "
              "SynthAVS clip | same, demo clip | " + " | ".join(STAGES) + " |",
-             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(STAGES)]
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(STAGES)]
     for name, row in rows.items():
         cells = stage_cells(row, gflops, peaks)
         demo = row["agree_demo"]
-        lines.append(f"| {name} | {row['fps']:.1f} | {row['fps'] / base:.2f}x | {row['latency']:.0f} | "
+        lines.append(f"| {name} | {row['fps']:.1f} | {row['fps'] / base:.2f}x | {1000 / row['fps']:.1f} | "
+                     f"{row['cpu_ms']:.1f} ({row['busy']:.2f}) | {row['latency']:.0f} | "
                      f"{100 * row['agree'][0]:.2f} / {100 * row['agree'][1]:.1f} % | "
                      + (f"{100 * demo[0]:.2f} / {100 * demo[1]:.1f} %" if demo else "n/a") + " | "
                      + " | ".join(cells) + " |")
     lines += ["", "Stage cells: median ms per frame (share of the CPU's GEMM peak: stage FLOPs / time / peak, "
               "INT8 stages against the INT8 peak). With the pipeline, stages of consecutive frames run at the "
-              "same time, so they add up to more than a frame's share of the wall clock. Latency: from reading "
-              "a frame to its result. Frames/s per round: "
+              "same time, so they add up to more than a frame's share of the wall clock. CPU ms / frame: the "
+              "process's CPU time (every thread) over the frames, and cores busy: CPU time / wall time, so "
+              "twice today's frames/s on N cores needs CPU ms / frame <= N / 2 x today's wall ms / frame at "
+              "full use. Latency: from reading a frame to its result. Frames/s per round: "
               + "; ".join(f"{n.split(':')[0]}: {', '.join(f'{x:.1f}' for x in r['rounds'])}" for n, r in rows.items()),
               "", "Backends: " + "; ".join(f"{n.split(':')[0]}: {r['description']}" for n, r in rows.items())]
     if gflops:

@@ -14,7 +14,7 @@ def test_speed_table_fills_every_column_for_the_real_size_variants(tmp_path):
     rows, fps = speed_table(None, clip, 1, None, REAL_SIZE_VARIANTS)
     assert list(rows) == list(REAL_SIZE_VARIANTS) and all(len(rounds) == 1 for rounds in fps.values())
     for row in rows.values():
-        assert row["fps"] > 0 and row["latency"] > 0
+        assert row["fps"] > 0 and row["latency"] > 0 and row["cpu_ms"] > 0 and row["busy"] > 0
         assert set(row["stages"]) == set(STAGES)
     today = rows["today: FP32, one frame at a time"]
     assert today["agree"] == (1.0, 1.0)  # shares: the reference agrees with itself, pixel for pixel

@@ -274,6 +274,11 @@ def test_image_normalisation():
     out = preprocess.normalize_image(image)
     assert out.shape == (3, 1, 1)
     assert np.allclose(out[:, 0, 0], [-1.0, 128 / 127.5 - 1, 1.0])
+    batch = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), np.uint8)
+    planes = preprocess.normalize_image(batch)
+    assert planes.shape == (2, 3, 5, 7) and planes.dtype == np.float32 and planes.flags.c_contiguous
+    for channel, (mean, std) in enumerate(zip(preprocess.IMAGE_MEAN, preprocess.IMAGE_STD)):
+        np.testing.assert_allclose(planes[:, channel], (batch[..., channel] / 255.0 - mean) / std, atol=1e-6)
     with pytest.raises(ValueError):
         preprocess.normalize_image(image.astype(np.float32))
     assert preprocess.resize_frame(np.zeros((10, 20, 3), np.uint8), 8).shape == (8, 8, 3)

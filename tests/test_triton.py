@@ -78,7 +78,7 @@ _ONNX_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
 
 def _onnx_for(stage: StageEntry, path: Path) -> None:
     """A real ONNX file with the stage's input and output names, shapes and types (Identity/Cast wiring)."""
-    nodes, values = [], []
+    nodes = []
     first = stage.inputs[0].name
     for i, spec in enumerate(stage.outputs):
         nodes.append(helper.make_node("ReduceSum", [first], [f"s{i}"], keepdims=1, name=f"sum{i}"))
