@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avss_sdk.segmenter import Segmenter
+from benchmarks.inputs import frames, stage_inputs
 from benchmarks.report import machine, publish
 
 
@@ -30,21 +31,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     with Segmenter(vocab=["dog", "guitar", "person speaking", "piano"]) as segmenter:
-        run, size = segmenter.backend.run, segmenter.frame_size
-        words = segmenter.prepare_vocab(segmenter.vocab).embeddings
-        rng = np.random.default_rng(0)
-        most = max(args.batch)
-        image = rng.standard_normal((most, 3, size, size)).astype(np.float32)
-        mel = rng.standard_normal((most, *segmenter.manifest.stages["audio_encoder"].inputs[0].shape[1:])).astype(np.float32)
-        encoded = run("image_encoder", {"image": image})
-        scene = np.repeat(segmenter.prepare_scene(None).embedding[None], most, axis=0)
-        stages = {
-            "flow": lambda rows: run("flow", {"previous": image[rows], "current": image[rows]}),
-            "image_encoder": lambda rows: run("image_encoder", {"image": image[rows]}),
-            "audio_encoder": lambda rows: run("audio_encoder", {"log_mel": mel[rows]}),
-            "vta": lambda rows: run("vta", {"mask_features": encoded["mask_features"][rows], "class_embeddings": words,
-                                            "scene_embedding": scene[rows]}),
-        }
+        inputs = stage_inputs(segmenter, segmenter.vocab, max(args.batch))
+        run = segmenter.backend.run
+        stages = {stage: (lambda rows, stage=stage: run(stage, frames(inputs[stage], rows)))
+                  for stage in ("flow", "image_encoder", "audio_encoder", "vta")}
         load_before = os.getloadavg()[0]
         rows_out = []
         for batch in args.batch:

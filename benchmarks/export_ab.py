@@ -18,33 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from avss_sdk.segmenter import Segmenter
+from benchmarks.inputs import stage_inputs
 from benchmarks.report import machine, publish
 from benchmarks.stream import VOCAB
 
 STAGES = ("flow", "image_encoder", "audio_encoder", "vta", "mask_decoder")
-
-
-def stage_inputs(segmenter: Segmenter) -> dict[str, dict[str, np.ndarray]]:
-    """One random frame's inputs to every stage of :data:`STAGES`, made by ``segmenter``'s own stages."""
-    run, size = segmenter.backend.run, segmenter.frame_size
-    rng = np.random.default_rng(0)
-    image = rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
-    mel = rng.standard_normal((1, *segmenter.manifest.stages["audio_encoder"].inputs[0].shape[1:])).astype(np.float32)
-    words = segmenter.prepare_vocab(VOCAB).embeddings
-    inputs = {"flow": {"previous": image, "current": image[:, :, ::-1].copy()}, "image_encoder": {"image": image},
-              "audio_encoder": {"log_mel": mel}}
-    encoded = run("image_encoder", inputs["image_encoder"])
-    inputs["vta"] = {"mask_features": encoded["mask_features"], "class_embeddings": words,
-                     "scene_embedding": segmenter.prepare_scene(None).embedding[None]}
-    inputs["mask_decoder"] = {"aligned_features": run("vta", inputs["vta"])["aligned_features"],
-                              "dense_embedding": encoded["dense_embedding"],
-                              "flow": run("flow", inputs["flow"])["flow"],
-                              "audio_embedding": run("audio_encoder", inputs["audio_encoder"])["audio_embedding"],
-                              "class_embeddings": words}
-    return inputs
 
 
 def compare(a: str, b: str | None, threads: int | None, rounds: int, runs: int) -> dict[str, tuple[float, float]]:
@@ -52,7 +31,7 @@ def compare(a: str, b: str | None, threads: int | None, rounds: int, runs: int) 
     segmenters = [Segmenter(engines, backend="onnxruntime", precision="fp32", threads=threads, log=lambda m: None)
                   for engines in (a, b)]
     try:
-        inputs = stage_inputs(segmenters[0])
+        inputs = stage_inputs(segmenters[0], VOCAB)
         times: dict[str, tuple[list[float], list[float]]] = {stage: ([], []) for stage in STAGES}
         for round_ in range(rounds + 1):  # round 0 warms up
             for stage in STAGES:
