@@ -252,6 +252,9 @@ def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | Non
         rows[name] = {
             "fps": statistics.median(fps[name]), "rounds": fps[name], "cpu_ms": statistics.median(cpu_ms[name]),
             "busy": statistics.median(c * f / 1000 for c, f in zip(cpu_ms[name], fps[name])),
+            # The ratio within each round, whose variants ran minutes apart at most: steadier than the
+            # ratio of medians when the machine's speed drifts between rounds.
+            "paired": statistics.median(f / t for f, t in zip(fps[name], fps[first])),
             "latency": statistics.median(t["latency"] for t in timings[name]),
             "stages": {s: statistics.median(t[s] for t in timings[name]) for s in STAGES},
             "agree": agreement(labels[first], labels[name]),
@@ -273,21 +276,23 @@ def format_tables(rows: dict, peaks: dict[str, float], gflops: dict[str, float],
              f"INT8 (u8 x s8) **{peaks['int8']:.0f} GOP/s**.", "",
              f"Stream(file): {args.frames} frames at {args.width}x{args.height}, vocabulary of {len(VOCAB)}, "
              f"{args.rounds} interleaved rounds (median round shown).", "",
-             "| variant | Stream(file) frames/s | vs today | wall ms / frame | CPU ms / frame (cores busy) "
+             "| variant | Stream(file) frames/s | vs today | vs today, per round | wall ms / frame | CPU ms / frame (cores busy) "
              "| latency ms | labels = today (all / object px), "
              "SynthAVS clip | same, demo clip | " + " | ".join(STAGES) + " |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(STAGES)]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(STAGES)]
     for name, row in rows.items():
         cells = stage_cells(row, gflops, peaks)
         demo = row["agree_demo"]
-        lines.append(f"| {name} | {row['fps']:.1f} | {row['fps'] / base:.2f}x | {1000 / row['fps']:.1f} | "
+        lines.append(f"| {name} | {row['fps']:.1f} | {row['fps'] / base:.2f}x | {row['paired']:.2f}x | "
+                     f"{1000 / row['fps']:.1f} | "
                      f"{row['cpu_ms']:.1f} ({row['busy']:.2f}) | {row['latency']:.0f} | "
                      f"{100 * row['agree'][0]:.2f} / {100 * row['agree'][1]:.1f} % | "
                      + (f"{100 * demo[0]:.2f} / {100 * demo[1]:.1f} %" if demo else "n/a") + " | "
                      + " | ".join(cells) + " |")
     lines += ["", "Stage cells: median ms per frame (share of the CPU's GEMM peak: stage FLOPs / time / peak, "
               "INT8 stages against the INT8 peak). With the pipeline, stages of consecutive frames run at the "
-              "same time, so they add up to more than a frame's share of the wall clock. CPU ms / frame: the "
+              "same time, so they add up to more than a frame's share of the wall clock. vs today, per round: the "
+              "median over rounds of the ratio within a round. CPU ms / frame: the "
               "process's CPU time (every thread) over the frames, and cores busy: CPU time / wall time, so "
               "twice today's frames/s on N cores needs CPU ms / frame <= N / 2 x today's wall ms / frame at "
               "full use. Latency: from reading a frame to its result. Frames/s per round: "

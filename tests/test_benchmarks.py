@@ -17,7 +17,7 @@ def test_speed_table_fills_every_column_for_the_real_size_variants(tmp_path):
         assert row["fps"] > 0 and row["latency"] > 0 and row["cpu_ms"] > 0 and row["busy"] > 0
         assert set(row["stages"]) == set(STAGES)
     today = rows["today: FP32, one frame at a time"]
-    assert today["agree"] == (1.0, 1.0)  # shares: the reference agrees with itself, pixel for pixel
+    assert today["paired"] == 1.0 and today["agree"] == (1.0, 1.0)  # shares: the reference agrees with itself, pixel for pixel
     assert rows["FP32, pipelined"]["agree"][0] == 1.0  # the same FP32 stages, only overlapped
 
 
