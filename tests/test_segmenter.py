@@ -275,7 +275,16 @@ def test_words_winning_only_far_from_a_sounding_object_do_not_change_its_labels(
     labels, _ = upsampled_label_map(logits.numpy(), (192, 192), 0.5)
     full = label_map(F.interpolate(logits[None], size=(192, 192), mode="bilinear", align_corners=False).numpy(), 0.5)[0]
     np.testing.assert_array_equal(labels, full)
-    assert set(np.unique(labels)) == {0, 1, 2}
+    assert set(np.unique(labels)) == {0, 1, 2} and labels.dtype == np.int32
+    alone = scores.copy()
+    alone[2] -= 10.0  # words 2 and 3 nowhere near: one word around the object, no word map at camera size
+    alone[3, :, :16] -= 10.0
+    alone_logits = torch.log_softmax(torch.from_numpy(alone), 0)
+    one_word, _ = upsampled_label_map(alone_logits.numpy(), (480, 640), 0.5)
+    full = label_map(F.interpolate(alone_logits[None], size=(480, 640), mode="bilinear",
+                                   align_corners=False).numpy(), 0.5)[0]
+    assert one_word.dtype == np.int32 and set(np.unique(one_word)) == {0, 1}
+    np.testing.assert_array_equal(one_word > 0, full > 0)
     silent = logits.clone()
     silent[0] = 0.0  # P(background) = 1 on every cell
     labels, log_background = upsampled_label_map(silent.numpy(), (480, 640), 0.5)
