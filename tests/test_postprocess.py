@@ -103,3 +103,25 @@ def test_label_decision_with_the_guided_filter_at_input_and_camera_size():
     assert camera.shape == (480, 640) and abs((camera > 0).mean() - (evaluated > 0).mean()) < 0.01
     with pytest.raises(InputError, match="guide"):
         upsampled_label_map(logits.numpy(), (192, 192), 0.5, guided=guided)
+
+
+def test_sounding_objects_boxes_masks_and_scores():
+    """Each word in the label map is one object: its exact pixels and box, and its mean P(object) as score."""
+    from avss_sdk.result import sounding_objects
+
+    labels = np.zeros((120, 160), np.int32)
+    labels[10:20, 30:35] = 2  # "cat": rows 10-19, columns 30-34
+    labels[50, 100] = 2  # a stray pixel of the same word widens its box
+    labels[70:90, 5:25] = 1  # "dog"
+    log_background = np.full(labels.shape, np.log(0.9), np.float32)
+    log_background[labels == 2] = np.log(0.2)  # P(object) 0.8: the more confident object comes first
+    log_background[70:90, 5:15] = np.log(0.5)
+    log_background[70:90, 15:25] = np.log(0.3)
+    objects = sounding_objects(labels, log_background, ["dog", "cat", "bird"])
+    assert [(o.label, o.class_index) for o in objects] == [("cat", 1), ("dog", 0)]
+    cat, dog = objects
+    assert cat.box == (30, 10, 100, 50) and dog.box == (5, 70, 24, 89)
+    np.testing.assert_array_equal(cat.mask, labels == 2)
+    np.testing.assert_array_equal(dog.mask, labels == 1)
+    assert cat.score == pytest.approx(0.8, abs=1e-6) and dog.score == pytest.approx(0.6, abs=1e-6)
+    assert sounding_objects(np.zeros((4, 4), np.int32), np.zeros((4, 4), np.float32), ["dog"]) == []
