@@ -30,3 +30,13 @@ def test_export_ab_times_every_frame_stage_of_both_exports(tmp_path):
     rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith(("| 1 |", "| default |"))]
     assert [(r[0], r[1]) for r in rows] == [(f"| {t}", s) for t in ("1", "default") for s in AB_STAGES]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+
+
+def test_labels_benchmark_times_every_camera_size(tmp_path):
+    from benchmarks.labels import SIZES, main
+
+    out = tmp_path / "labels.md"
+    assert main(["--frames", "3", "--rounds", "1", "--out", str(out)]) == 0
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| ") and "x" in line[:12]]
+    assert [r[0] for r in rows] == [f"| {w}x{h}" for w, h in SIZES]
+    assert all(float(cell) > 0 for r in rows for cell in r[1:4])
