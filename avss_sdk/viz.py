@@ -40,21 +40,33 @@ def class_color(name: str) -> tuple[int, int, int]:
 
 
 def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha: float = 0.45) -> np.ndarray:
-    """Tint each labelled region of ``frame`` (RGB) with its class colour and outline it.
+    """Tint each labelled region of ``frame`` (RGB uint8) with its class colour and outline it.
 
     Label 0 is background and left as is. The outline keeps the object's own colours
-    readable under the tint.
+    readable under the tint. The work is done inside the box around the labelled pixels, and
+    the tint by a lookup table of every channel value's blend: a live demo draws every frame,
+    and blending the whole frame in float cost more than segmenting it.
     """
     if frame.shape[:2] != labels.shape:
         raise InputError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
-    out = frame.astype(np.float32)
-    present = [i for i in np.unique(labels) if 0 < i < len(class_names)]
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise InputError(f"expected an RGB uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
+    out = frame.copy()
+    labelled = labels > 0
+    x, y, width, height = cv2.boundingRect(labelled.view(np.uint8))
+    if width == 0:
+        return out
+    box = (slice(y, y + height), slice(x, x + width))
+    crop, target = labels[box], out[box]
+    present = [i for i in np.flatnonzero(np.bincount(crop[labelled[box]])) if i < len(class_names)]
+    channel_values = np.arange(256, dtype=np.float32)[:, None]
     for index in present:
-        region = labels == index
-        out[region] = (1 - alpha) * out[region] + alpha * np.array(class_color(class_names[index]), np.float32)
-    out = out.astype(np.uint8)
+        tint = (1 - alpha) * channel_values + alpha * np.array(class_color(class_names[index]), np.float32)
+        blended = cv2.LUT(target, tint.astype(np.uint8).reshape(256, 1, 3))
+        np.copyto(target, blended, where=(crop == index)[..., None])
     for index in present:
-        contours, _ = cv2.findContours((labels == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours((crop == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(x, y))
         cv2.drawContours(out, contours, -1, class_color(class_names[index]), thickness=max(1, frame.shape[0] // 160))
     return out
 

@@ -1,12 +1,13 @@
-"""What the labels cost at camera resolution: preprocessing, the label map and the sounding objects.
+"""What the labels cost at camera resolution: preprocessing, the label map, the sounding objects and the overlay.
 
     python -m benchmarks.labels --out benchmarks/results/labels-cpu.md
 
 The model's stages run at its input size (192 x 192) whatever the camera gives; the work before
 and after them grows with the camera's pixels: shrinking the frame to the input size
 (``Segmenter.prepare``'s preprocess), upsampling the decision to the camera's size
-(``upsampled_label_map``, guided filter included) and cutting out each object
-(``sounding_objects``). This times the three on the demo clip's frames, scaled to each camera size,
+(``upsampled_label_map``, guided filter included), cutting out each object
+(``sounding_objects``) and, where the labels are shown, tinting them onto the frame (``viz.overlay``,
+what ``Result.plot`` and the demo draw every frame). This times the four on the demo clip's frames, scaled to each camera size,
 with the decoder's real outputs, interleaved across sizes so that load falls on all alike.
 """
 
@@ -26,6 +27,7 @@ from avss_sdk.capture.file import read_frames
 from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.result import sounding_objects
 from avss_sdk.segmenter import Segmenter
+from avss_sdk.viz import overlay
 from benchmarks.report import machine, publish
 
 DEMO = Path(__file__).resolve().parents[1] / "avss_sdk" / "assets" / "demo_clip.mp4"
@@ -39,10 +41,12 @@ def timed(call) -> tuple[float, object]:
 
 
 def measure(frames: int, rounds: int) -> dict[tuple[int, int], dict[str, list[float]]]:
-    """{camera size: {"preprocess" | "label map" | "objects" | "object pixels": per-frame values}}."""
+    """{camera size: {"preprocess" | "label map" | "objects" | "overlay" | "object pixels": per-frame values}}."""
     vocab = json.loads(DEMO.with_suffix(".json").read_text())["vocab"]
     pairs = read_frames(DEMO, frames)
-    times = {size: {"preprocess": [], "label map": [], "objects": [], "object pixels": []} for size in SIZES}
+    names = ["background", *vocab]
+    times = {size: {"preprocess": [], "label map": [], "objects": [], "overlay": [], "object pixels": []}
+             for size in SIZES}
     with Segmenter(vocab=vocab, backend="onnxruntime", log=lambda m: None) as segmenter:
         vocabulary = segmenter.prepare_vocab(vocab)
         decoded = []  # the decoder's output is the same at every camera size: computed once per frame
@@ -61,11 +65,13 @@ def measure(frames: int, rounds: int) -> dict[tuple[int, int], dict[str, list[fl
                     map_ms, (labels, background) = timed(lambda: upsampled_label_map(
                         logits, shape, segmenter.threshold, guide=state.small, guided=segmenter.guided))
                     objects_ms, _ = timed(lambda: sounding_objects(labels, background, vocab))
+                    overlay_ms, _ = timed(lambda: overlay(image, labels, names))
                     if round_:
                         row = times[size]
                         row["preprocess"].append(state.timings["preprocess"])
                         row["label map"].append(map_ms)
                         row["objects"].append(objects_ms)
+                        row["overlay"].append(overlay_ms)
                         row["object pixels"].append(100.0 * np.count_nonzero(labels) / labels.size)
             print(f"round {round_} done", file=sys.stderr)
     return times
@@ -83,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# The labels' cost at camera resolution", "",
              f"Machine: {machine()}; the demo clip's first {args.frames} frames scaled to each size, "
              f"{args.rounds} interleaved rounds; median milliseconds per frame.", "",
-             "| camera | preprocess | label map | sounding objects | object pixels (median %) |",
-             "|---|---:|---:|---:|---:|"]
+             "| camera | preprocess | label map | sounding objects | overlay | object pixels (median %) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for (width, height), row in times.items():
-        cells = [f"{statistics.median(row[k]):.2f}" for k in ("preprocess", "label map", "objects", "object pixels")]
+        cells = [f"{statistics.median(row[k]):.2f}" for k in ("preprocess", "label map", "objects", "overlay",
+                                                                   "object pixels")]
         lines.append(f"| {width}x{height} | " + " | ".join(cells) + " |")
     publish("\n".join(lines), args.out)
     return 0

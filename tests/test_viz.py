@@ -25,6 +25,18 @@ def test_overlay_paints_labelled_pixels_only():
 def test_overlay_rejects_mismatched_sizes():
     with pytest.raises(ValueError, match="differ"):
         overlay(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 5), np.uint8), ["background"])
+    with pytest.raises(ValueError, match="uint8"):
+        overlay(np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8), ["background"])
+
+
+def test_overlay_outlines_objects_on_the_frame_edge_and_skips_unknown_labels():
+    frame = np.full((10, 12, 3), 50, dtype=np.uint8)
+    labels = np.zeros((10, 12), dtype=np.int32)
+    labels[0:4, 8:12] = 1  # the top right corner
+    labels[7:10, 0:3] = 9  # no class 9: left as it is
+    out = overlay(frame, labels, ["background", "dog"])
+    assert tuple(out[0, 11]) == tuple(out[3, 8]) == class_color("dog")  # the outline along the frame's edges
+    assert np.array_equal(out[labels != 1], frame[labels != 1])
 
 
 def test_legend_draws_in_the_corner():
