@@ -7,8 +7,9 @@ and after them grows with the camera's pixels: shrinking the frame to the input 
 (``Segmenter.prepare``'s preprocess), upsampling the decision to the camera's size
 (``upsampled_label_map``, guided filter included), cutting out each object
 (``sounding_objects``) and, where the labels are shown, tinting them onto the frame (``viz.overlay``,
-what ``Result.plot`` and the demo draw every frame). This times the four on the demo clip's frames, scaled to each camera size,
-with the decoder's real outputs, interleaved across sizes so that load falls on all alike.
+what ``Result.plot`` and the demo draw every frame). This times the four on the demo clip's
+frames, scaled to each camera size, with the decoder's real outputs, interleaved across sizes so
+that load falls on all alike.
 """
 
 from __future__ import annotations

@@ -276,8 +276,8 @@ def format_tables(rows: dict, peaks: dict[str, float], gflops: dict[str, float],
              f"INT8 (u8 x s8) **{peaks['int8']:.0f} GOP/s**.", "",
              f"Stream(file): {args.frames} frames at {args.width}x{args.height}, vocabulary of {len(VOCAB)}, "
              f"{args.rounds} interleaved rounds (median round shown).", "",
-             "| variant | Stream(file) frames/s | vs today | vs today, per round | wall ms / frame | CPU ms / frame (cores busy) "
-             "| latency ms | labels = today (all / object px), "
+             "| variant | Stream(file) frames/s | vs today | vs today, per round | wall ms / frame "
+             "| CPU ms / frame (cores busy) | latency ms | labels = today (all / object px), "
              "SynthAVS clip | same, demo clip | " + " | ".join(STAGES) + " |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(STAGES)]
     for name, row in rows.items():

@@ -201,6 +201,8 @@ def test_ship_writes_checkpoint_and_onnx_in_step_and_calibrates_the_threshold(sy
     assert all(v.dtype != torch.float32 for v in payload["model"].values())  # stored as float16
     threshold = payload["foreground_threshold"]
     assert 0 < threshold < 1 and "val harmonic mIoU, best five of threshold and filter" in result.stdout
+    assert f"chose threshold {threshold} with " in result.stdout
+    assert "(best without a filter: no filter, 0." in result.stdout
     guided = payload["guided_filter"]  # chosen with the threshold: a filter's settings, or None
     assert guided is None or GuidedFilter.from_dict(guided) in GUIDED_FILTER_CANDIDATES
     manifest = Manifest.load(onnx)  # replaced with the checkpoint, in step

@@ -55,17 +55,22 @@ def ship(checkpoint: str | Path, out: Path, calibrate: Path | None = None, log=p
                                            "guided_filter") if key in payload}
     if calibrate is not None:
         from avss_sdk.data.avsbench import AVSSDataset
+        from avss_sdk.postprocess import GuidedFilter
         from avss_sdk.training.data import prepare_frames
         from avss_sdk.training.evaluate import calibrate_decision
 
         dataset = AVSSDataset(calibrate, split="val", classes="all", load_flow=False)
         data = prepare_frames(dataset, model.config.image_size, calibrate / "cache")
         threshold, guided, scores = calibrate_decision(model, data, dataset.base_ids, dataset.novel_ids)
+        def named(pair: tuple[GuidedFilter | None, float]) -> str:
+            return f"{pair[0] or 'no filter'}, {pair[1]}"
+
         best = sorted(scores.items(), key=lambda item: -item[1])[:5]
-        log("val harmonic mIoU, best five of threshold and filter: " + "; ".join(f"{k}: {v:.1f}" for k, v in best))
-        plain = max((v, k) for k, v in scores.items() if k.startswith("no filter"))
+        log("val harmonic mIoU, best five of threshold and filter: "
+            + "; ".join(f"{named(pair)}: {v:.1f}" for pair, v in best))
+        plain = max((pair for pair in scores if pair[0] is None), key=scores.get)
         log(f"chose threshold {threshold} with {guided or 'no guided filter'} (best without a filter: "
-            f"{plain[1]}: {plain[0]:.1f})")
+            f"{named(plain)}: {scores[plain]:.1f})")
         extra["foreground_threshold"] = threshold
         extra["guided_filter"] = guided.to_dict() if guided else None
 

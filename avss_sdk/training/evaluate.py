@@ -104,9 +104,10 @@ def predictions(model: SSPOV, data: FrameArrays, scene_text: bool, batch_size: i
 def calibrate_decision(model: SSPOV, data: FrameArrays, base_ids: list[int], novel_ids: list[int],
                        thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
                        filters: tuple[GuidedFilter | None, ...] = GUIDED_FILTER_CANDIDATES, batch_size: int = 32,
-                       progress: bool = True) -> tuple[float, GuidedFilter | None, dict[str, float]]:
+                       progress: bool = True
+                       ) -> tuple[float, GuidedFilter | None, dict[tuple[GuidedFilter | None, float], float]]:
     """The foreground threshold and guided filter (or none) with the best harmonic mIoU on ``data``
-    (a validation split, no scene text), and every pair's score by name."""
+    (a validation split, no scene text), and every (filter, threshold) pair's score."""
     meters = {(g, t): OVMeter(len(data.class_names), base_ids, novel_ids) for g in filters for t in thresholds}
     for _, logits, targets, guides in predictions(model, data, False, batch_size, progress, "calibrating"):
         plain, words = foreground_and_words(logits)  # the words do not depend on the filter
@@ -116,7 +117,7 @@ def calibrate_decision(model: SSPOV, data: FrameArrays, base_ids: list[int], nov
                 meters[guided, threshold].update(decide(foreground, words, threshold), targets)
     scores = {key: 100 * m.compute().harmonic_miou for key, m in meters.items()}
     guided, threshold = max(scores, key=scores.get)
-    return threshold, guided, {f"{g or 'no filter'}, {t}": v for (g, t), v in scores.items()}
+    return threshold, guided, scores
 
 
 @torch.no_grad()
