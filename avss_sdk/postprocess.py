@@ -158,6 +158,15 @@ def label_map(pixel_logits: np.ndarray, threshold: float = FOREGROUND_THRESHOLD,
     return decide(*refined_foreground_and_words(pixel_logits, guides, guided), threshold)
 
 
+def labelled_region(labels: np.ndarray) -> tuple[slice, slice] | None:
+    """(rows, columns) of the box around every labelled pixel (label > 0) of a label map [H, W], or None
+    for a map without any: per-object work at camera resolution (objects, overlay) stays inside it."""
+    import cv2
+
+    x, y, width, height = cv2.boundingRect((labels > 0).view(np.uint8))  # one pass, over a uint8 mask
+    return (slice(y, y + height), slice(x, x + width)) if width else None
+
+
 def upsampled_label_map(pixel_logits: np.ndarray, size: tuple[int, int], threshold: float = FOREGROUND_THRESHOLD,
                         word_stride: int = 8, guide: np.ndarray | None = None,
                         guided: GuidedFilter | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avss_sdk import viz
+from avss_sdk.postprocess import labelled_region
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,15 @@ class Result:
 def sounding_objects(labels: np.ndarray, log_background: np.ndarray, vocab: list[str]) -> list[SoundingObject]:
     """The objects of a label map, most confident first; ``log_background`` is log P(background) at its size.
 
-    Counted and measured inside the box around every object pixel (OpenCV finds it in one pass), not
+    Counted and measured inside the box around every object pixel (:func:`labelled_region`), not
     over the whole frame: at camera resolution the objects usually cover a small part of it.
     """
     import cv2
 
-    x, y, width, height = cv2.boundingRect((labels > 0).view(np.uint8))
-    if width == 0:
+    region = labelled_region(labels)
+    if region is None:
         return []
-    region = (slice(y, y + height), slice(x, x + width))
+    y, x = region[0].start, region[1].start
     crop, crop_background = labels[region], log_background[region]
     counts = np.bincount(crop.ravel(), minlength=len(vocab) + 1)
     objects = []

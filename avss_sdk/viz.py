@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from avss_sdk.errors import InputError
+from avss_sdk.postprocess import labelled_region
 
 # Colour words and the colour (RGB) a class named with one is drawn in, so that a
 # "purple square" is never drawn cyan. Names without a colour word get a hue from a hash.
@@ -52,13 +53,12 @@ def overlay(frame: np.ndarray, labels: np.ndarray, class_names: list[str], alpha
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise InputError(f"expected an RGB uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
     out = frame.copy()
-    labelled = labels > 0
-    x, y, width, height = cv2.boundingRect(labelled.view(np.uint8))
-    if width == 0:
+    box = labelled_region(labels)
+    if box is None:
         return out
-    box = (slice(y, y + height), slice(x, x + width))
+    y, x = box[0].start, box[1].start
     crop, target = labels[box], out[box]
-    present = [i for i in np.flatnonzero(np.bincount(crop[labelled[box]])) if i < len(class_names)]
+    present = [i for i in np.flatnonzero(np.bincount(crop[crop > 0])) if i < len(class_names)]
     channel_values = np.arange(256, dtype=np.float32)[:, None]
     for index in present:
         tint = (1 - alpha) * channel_values + alpha * np.array(class_color(class_names[index]), np.float32)

@@ -15,7 +15,6 @@ that load falls on all alike.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,13 +24,13 @@ import cv2
 import numpy as np
 
 from avss_sdk.capture.file import read_frames
+from avss_sdk.demo import DEMO_CLIP, demo_words
 from avss_sdk.postprocess import upsampled_label_map
 from avss_sdk.result import sounding_objects
 from avss_sdk.segmenter import Segmenter
 from avss_sdk.viz import overlay
 from benchmarks.report import machine, publish
 
-DEMO = Path(__file__).resolve().parents[1] / "avss_sdk" / "assets" / "demo_clip.mp4"
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 
 
@@ -43,8 +42,8 @@ def timed(call) -> tuple[float, object]:
 
 def measure(frames: int, rounds: int) -> dict[tuple[int, int], dict[str, list[float]]]:
     """{camera size: {"preprocess" | "label map" | "objects" | "overlay" | "object pixels": per-frame values}}."""
-    vocab = json.loads(DEMO.with_suffix(".json").read_text())["vocab"]
-    pairs = read_frames(DEMO, frames)
+    vocab, _ = demo_words()
+    pairs = read_frames(DEMO_CLIP, frames)
     names = ["background", *vocab]
     times = {size: {"preprocess": [], "label map": [], "objects": [], "overlay": [], "object pixels": []}
              for size in SIZES}

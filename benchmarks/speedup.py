@@ -26,7 +26,6 @@ In one process, on the same camera-size (640x480) H.264 + AAC SynthAVS clip:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from avss_sdk.demo import DEMO_CLIP, demo_words
 from avss_sdk.runtime.backends import OnnxRuntimeBackend
 from avss_sdk.runtime.manifest import Manifest
 from avss_sdk.segmenter import DEFAULT_ENGINES, Segmenter
@@ -45,7 +45,6 @@ from benchmarks.stream import VOCAB, stream_file
 
 STAGES = ("preprocess", "flow", "image_encoder", "audio_encoder", "vta", "mask_decoder", "postprocess")
 MODEL_STAGES = ("flow", "image_encoder", "audio_encoder", "vta", "mask_decoder")
-DEMO = Path(__file__).resolve().parents[1] / "avss_sdk" / "assets" / "demo_clip.mp4"
 QUIET: Callable[[str], None] = lambda message: None  # noqa: E731
 
 
@@ -240,11 +239,11 @@ def speed_table(engines: str | None, clip: Path, rounds: int, threads: int | Non
         print(f"round {round_}: " + ", ".join(f"{n.split(':')[0]} {f[-1]:.1f}" for n, f in fps.items() if f),
               file=sys.stderr)
     demo = {}
-    if DEMO.is_file():
+    if DEMO_CLIP.is_file():
         for name, segmenter in segmenters.items():
             words = segmenter.vocab
-            segmenter.set_vocab(json.loads(DEMO.with_suffix(".json").read_text())["vocab"])
-            demo[name] = [r.labels for r in run_stream(DEMO, segmenter, variants[name][1])[2]]
+            segmenter.set_vocab(demo_words()[0])
+            demo[name] = [r.labels for r in run_stream(DEMO_CLIP, segmenter, variants[name][1])[2]]
             segmenter.set_vocab(words)
     first = next(iter(variants))
     rows = {}
