@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -72,7 +73,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -339,44 +340,70 @@ def _python_library_path() -> None:
 def serve(http_port: int = 8000, grpc_port: int = 8001, engines: str | Path | None = None, backend: str = "auto",
           flow: str = "model", instances: int = 1, threads: int | None = None, idle_timeout: float = 60.0,
           host: str = "127.0.0.1", max_batch: int = 8, batch_delay_ms: float = 0.0,
-          ready: Callable[[], None] | None = None) -> None:
-    """Run the server until interrupted (SIGINT or SIGTERM). ``ready`` is called once it answers requests."""
+          ready: Callable[[], None] | None = None, stop: threading.Event | None = None) -> None:
+    """Run the server until ``stop`` is set, by default until SIGINT or SIGTERM (see :func:`stop_on_signals`).
+
+    ``ready`` is called once it answers requests. A stop asked for while the model still loads
+    takes effect once it has loaded, so Triton and its proxy processes always shut down in order."""
     _check_environment()
     _python_library_path()
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    pipeline = FramePipeline([Segmenter(engines, backend=backend, flow=flow, threads=threads) for _ in range(instances)],
-                             StreamTable(idle_timeout), VocabTable())
-    config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
-                          allow_metrics=False, exit_timeout_secs=5)
+    with contextlib.ExitStack() as stack:
+        if stop is None:
+            stop = stack.enter_context(stop_on_signals())
+        pipeline = FramePipeline(
+            [Segmenter(engines, backend=backend, flow=flow, threads=threads) for _ in range(instances)],
+            StreamTable(idle_timeout), VocabTable())
+        stack.callback(pipeline.close)
+        triton = stack.enter_context(Triton(config=TritonConfig(
+            http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port, allow_metrics=False,
+            exit_timeout_secs=5)))
+        triton.bind(
+            model_name=MODEL_NAME,
+            infer_func=pipeline,
+            inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1, -1, 3)),
+                    Tensor(name="audio", dtype=np.float32, shape=(-1,)),
+                    Tensor(name="vocab", dtype=np.bytes_, shape=(-1,)),
+                    Tensor(name="scene", dtype=np.bytes_, shape=(1,), optional=True)],
+            outputs=[Tensor(name="labels", dtype=np.int32, shape=(-1, -1)),
+                     Tensor(name="objects", dtype=np.bytes_, shape=(1,)),
+                     Tensor(name="stream_frame", dtype=np.int32, shape=(1,)),
+                     Tensor(name="batched", dtype=np.int32, shape=(1,))],
+            config=ModelConfig(batching=True, max_batch_size=max_batch,
+                               batcher=DynamicBatcher(max_queue_delay_microseconds=int(batch_delay_ms * 1000))),
+            strict=True,
+        )
+        triton.run()
+        if ready is not None:
+            ready()
+        while triton.is_alive() and not stop.wait(0.5):
+            pass
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT or SIGTERM sets while the block runs; the previous handlers come back after.
+
+    A flag instead of KeyboardInterrupt: an exception raised wherever the main thread happens to be
+    (inside PyTriton loading the model, say) leaves its proxy processes half set up and the server
+    hanging. A second signal still raises KeyboardInterrupt, to abandon a start that never ends."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    # SIGINT inherited ignored (a job started in the background by a shell) stays ignored, as Python leaves it.
+    asked_for = [signum for signum in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(signum) != signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, handle) for signum in asked_for}
     try:
-        with Triton(config=config) as triton:
-            triton.bind(
-                model_name=MODEL_NAME,
-                infer_func=pipeline,
-                inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1, -1, 3)),
-                        Tensor(name="audio", dtype=np.float32, shape=(-1,)),
-                        Tensor(name="vocab", dtype=np.bytes_, shape=(-1,)),
-                        Tensor(name="scene", dtype=np.bytes_, shape=(1,), optional=True)],
-                outputs=[Tensor(name="labels", dtype=np.int32, shape=(-1, -1)),
-                         Tensor(name="objects", dtype=np.bytes_, shape=(1,)),
-                         Tensor(name="stream_frame", dtype=np.int32, shape=(1,)),
-                         Tensor(name="batched", dtype=np.int32, shape=(1,))],
-                config=ModelConfig(batching=True, max_batch_size=max_batch,
-                                   batcher=DynamicBatcher(max_queue_delay_microseconds=int(batch_delay_ms * 1000))),
-                strict=True,
-            )
-            triton.run()
-            if ready is not None:
-                ready()
-            try:
-                while triton.is_alive():
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                pass
+        yield stop
     finally:
-        pipeline.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def serve_python() -> Path:
@@ -448,7 +475,7 @@ class ServerProcess:
         """Terminate the server (it shuts Triton down) and wait for it; kill it if it hangs.
 
         SIGTERM, not SIGINT: a process started from a background job or a test worker inherits
-        SIGINT ignored, and Python then never raises KeyboardInterrupt for it."""
+        SIGINT ignored, and the server leaves it ignored (see :func:`stop_on_signals`)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -487,7 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-batch must be at least 1")
     if args.batch_delay_ms < 0:
         parser.error("--batch-delay-ms must be 0 or more")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated server shuts Triton down too
     try:
         serve(args.http_port, args.grpc_port, args.engines, args.backend, args.flow, args.instances, args.threads,
               args.idle_timeout, args.host, args.max_batch, args.batch_delay_ms,
@@ -496,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AvssError as error:
         print(f"avss-serve: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("avss-serve: stopped while starting", file=sys.stderr)
+        return 130
     return 0
 
 
