@@ -253,13 +253,17 @@ def test_stop_shuts_down_a_server_that_inherited_sigint_ignored(serve_python, tm
 
 
 def test_a_server_terminated_while_it_starts_exits_cleanly(serve_python, tmp_path):
-    """SIGTERM while the model loads: the server finishes starting, then shuts Triton down in order."""
+    """SIGTERM while Triton starts and loads the model: the server finishes starting, then shuts
+    Triton down in order."""
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([str(serve_python), "-m", "avss_sdk.serve", "--http-port", str(free_port()),
                                     "--grpc-port", str(free_port())], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    time.sleep(2)  # inside Segmenter or PyTriton's start on any machine: loading alone takes longer
+    deadline = time.monotonic() + 120
+    while "avss_sdk: backend" not in log.read_text(errors="replace"):  # the pipeline is built: Triton starts next
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     assert process.wait(120) == 0, log.read_text()[-3000:]
 
