@@ -344,7 +344,8 @@ def serve(http_port: int = 8000, grpc_port: int = 8001, engines: str | Path | No
     """Run the server until ``stop`` is set, by default until SIGINT or SIGTERM (see :func:`stop_on_signals`).
 
     ``ready`` is called once it answers requests. A stop asked for while the model still loads
-    takes effect once it has loaded, so Triton and its proxy processes always shut down in order."""
+    takes effect once it has loaded, so Triton and its proxy processes always shut down in order.
+    Serving from a thread other than the main one needs ``stop``: only the main thread gets signals."""
     _check_environment()
     _python_library_path()
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
