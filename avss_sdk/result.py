@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from avss_sdk import viz
@@ -71,8 +72,6 @@ def sounding_objects(labels: np.ndarray, log_background: np.ndarray, vocab: list
     Counted and measured inside the box around every object pixel (:func:`labelled_region`), not
     over the whole frame: at camera resolution the objects usually cover a small part of it.
     """
-    import cv2
-
     region = labelled_region(labels)
     if region is None:
         return []
